@@ -1,0 +1,1 @@
+"""What every Portico service shares: settings, server bootstrap, interceptors, errors, logs."""

@@ -1,0 +1,77 @@
+"""The one server interceptor: request id into every log line, domain errors into statuses."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from services.common.errors import ServiceError
+from services.common.logs import request_id_var
+
+log = logging.getLogger("portico.rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+
+
+class RequestContextInterceptor(grpc.aio.ServerInterceptor):
+    """Runs every unary call with its request id set, logs it, and maps its errors in one place.
+
+    A ServiceError becomes its status with google.rpc details; any other exception becomes
+    INTERNAL with a generic message (the traceback goes to the log, never to the caller).
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = details.method
+        request_id = _request_id(details.invocation_metadata)
+        inner = handler.unary_unary
+
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = request_id_var.set(request_id)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except ServiceError as error:
+                code = error.code
+                status = rpc_status.to_status(error.to_status())
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except (grpc.aio.AbortError, grpc.RpcError):
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                log.info("rpc", extra={
+                    "method": method,
+                    "code": getattr(code, "name", str(code)),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                })
+                request_id_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _request_id(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 200:
+            return value
+    return uuid.uuid4().hex

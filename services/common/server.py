@@ -1,0 +1,85 @@
+"""gRPC server bootstrap: health, reflection, the interceptor, and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptors import RequestContextInterceptor
+
+log = logging.getLogger("portico.server")
+
+# (add_XServicer_to_server, servicer instance, full service name from the descriptor)
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+
+
+@dataclass
+class RunningServer:
+    """A started server, the port it bound and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: tuple[str, ...]
+
+    async def stop(self, grace: float) -> None:
+        """Says NOT_SERVING first, so balancers stop sending, then drains in-flight calls."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def create_server(
+    registrations: Sequence[Registration], *, host: str = "127.0.0.1", port: int = 0
+) -> RunningServer:
+    """Starts a grpc.aio server for the given servicers; port 0 binds a free port."""
+    server = grpc.aio.server(
+        interceptors=[RequestContextInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = []
+    for add, servicer, name in registrations:
+        add(servicer, server)
+        names.append(name)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    await server.start()
+    for name in (*names, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, bound, health_servicer, tuple(names))
+
+
+async def serve_until_signalled(running: RunningServer, *, grace: float,
+                                on_stop: Callable[[], Any] | None = None) -> None:
+    """Serves until SIGINT or SIGTERM, then stops gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving", extra={"port": running.port, "services": list(running.service_names)})
+    await stop.wait()
+    log.info("stopping", extra={"grace_seconds": grace})
+    await running.stop(grace)
+    if on_stop is not None:
+        result = on_stop()
+        if asyncio.iscoroutine(result):
+            await result
+    with contextlib.suppress(NotImplementedError):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
