@@ -1,0 +1,1 @@
+"""Portico's REST edge: FastAPI in front of the User, Product and Order gRPC services."""

@@ -1,0 +1,159 @@
+"""Every error the edge answers, in one place: the gRPC -> HTTP status table, RFC 9457
+problem+json bodies, google.rpc details carried into them, and the exception handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+import orjson
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from starlette.types import Send
+
+log = logging.getLogger("portico.gateway.errors")
+
+PROBLEM_TYPE = "application/problem+json"
+TYPE_BASE = "https://portico.dev/problems/"
+
+# The one gRPC -> HTTP table (DESIGN.md).
+GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+# google.rpc.ErrorInfo reasons that say more than their status code.
+REASON_TO_HTTP: dict[str, int] = {
+    "PAYMENT_DECLINED": 402,
+    "OUT_OF_STOCK": 409,
+    "IDEMPOTENCY_KEY_REUSED": 409,
+}
+
+# What a caller may learn from a failure of ours: never the upstream's own words.
+_OPAQUE = {500, 501, 502, 503, 504}
+
+
+class Problem(Exception):
+    """An error answer of the edge itself (not from an upstream)."""
+
+    def __init__(self, status: int, detail: str, *, title: str | None = None,
+                 errors: list[dict[str, str]] | None = None,
+                 headers: Mapping[str, str] | None = None, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or _phrase(status)
+        self.errors = errors
+        self.headers = dict(headers or {})
+        self.code = code
+
+
+def problem_body(problem: Problem, *, instance: str, request_id: str) -> bytes:
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + (problem.code or str(problem.status)).lower().replace("_", "-"),
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    if problem.code:
+        body["code"] = problem.code
+    if problem.errors:
+        body["errors"] = problem.errors
+    return orjson.dumps(body)
+
+
+def problem_headers(problem: Problem, body: bytes) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", PROBLEM_TYPE.encode()),
+               (b"content-length", str(len(body)).encode())]
+    if problem.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="portico"'))
+    headers.extend((k.lower().encode(), v.encode()) for k, v in problem.headers.items())
+    return headers
+
+
+async def send_problem(send: Send, problem: Problem, *, instance: str, request_id: str) -> None:
+    """Answers with a problem directly from an ASGI middleware."""
+    body = problem_body(problem, instance=instance, request_id=request_id)
+    await send({"type": "http.response.start", "status": problem.status,
+                "headers": problem_headers(problem, body)})
+    await send({"type": "http.response.body", "body": body})
+
+
+def from_rpc_error(error: grpc.RpcError) -> Problem:
+    """The problem for a failed upstream call, with its google.rpc details."""
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    status = GRPC_TO_HTTP.get(code, 500)
+    detail = error.details() if callable(getattr(error, "details", None)) else None
+    parsed = _rich_status(error)
+    errors: list[dict[str, str]] = []
+    reason = None
+    headers: dict[str, str] = {}
+    for info in _details(parsed):
+        if isinstance(info, error_details_pb2.BadRequest):
+            errors.extend({"field": v.field, "message": v.description}
+                          for v in info.field_violations)
+        elif isinstance(info, error_details_pb2.ErrorInfo):
+            reason = info.reason
+            status = REASON_TO_HTTP.get(reason, status)
+        elif isinstance(info, error_details_pb2.RetryInfo):
+            headers["Retry-After"] = str(max(1, info.retry_delay.seconds))
+    if status in _OPAQUE:
+        detail = _OPAQUE_DETAIL.get(status, "the service failed to answer")
+        if status in (503, 504):
+            headers.setdefault("Retry-After", "1")
+    return Problem(status, detail or _phrase(status), errors=errors or None,
+                   headers=headers, code=reason or code.name)
+
+
+def _phrase(status: int) -> str:
+    if status == 499:
+        return "Client Closed Request"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+_OPAQUE_DETAIL = {
+    503: "the service is unavailable; try again shortly",
+    504: "the service did not answer in time",
+}
+
+
+def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    try:
+        return rpc_status.from_call(error)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _details(status: status_pb2.Status | None) -> Iterable[Any]:
+    if status is None:
+        return
+    for packed in status.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
+                     error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                yield message

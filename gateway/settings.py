@@ -1,0 +1,111 @@
+"""Settings of a gateway process, from PORTICO_* environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import AddressList, split_addresses
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway can be told. Only the app factory reads it; components get plain
+    values through their constructors."""
+
+    model_config = SettingsConfigDict(env_prefix="PORTICO_", extra="ignore")
+
+    user_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50051"])
+    product_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50061"])
+    order_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50071"])
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # Sign-in: the gateway holds the public key only.
+    state_dir: Path = Path(".portico")
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "portico"
+
+    # Upstream calls.
+    upstream_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    health_check_interval_seconds: float = Field(1.0, gt=0)
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_reset_timeout_seconds: float = Field(5.0, gt=0)
+    retry_max_attempts: int = Field(3, ge=1, le=10)
+    retry_initial_backoff_seconds: float = Field(0.02, ge=0)
+    retry_max_backoff_seconds: float = Field(0.5, ge=0)
+    # Retries may add at most this share of the recent requests (a retry budget).
+    retry_budget_ratio: float = Field(0.2, ge=0, le=1)
+    retry_budget_min_per_second: float = Field(5.0, ge=0)
+
+    # Rate limits: tokens per second and bucket size, per client IP.
+    rate_limit_enabled: bool = True
+    rate_limit_rate: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(100, ge=1)
+    login_rate_limit_rate: float = Field(0.2, gt=0)
+    login_rate_limit_burst: int = Field(5, ge=1)
+    # On a Redis outage: serve on a per-process bucket (fail-open) or refuse with 503.
+    rate_limit_fail_open: bool = True
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    # Response cache of public GETs.
+    cache_enabled: bool = True
+    cache_ttl_seconds: float = Field(30.0, gt=0)
+    cache_max_stale_seconds: float = Field(300.0, ge=0)
+
+    # Requests.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # HTTPS: both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    access_log: bool = True
+
+    _split = field_validator("user_addrs", "product_addrs", "order_addrs",
+                             mode="before")(split_addresses)
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @field_validator("user_addrs", "product_addrs", "order_addrs")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one host:port is needed")
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.jwt_public_key_file or self.state_dir / "keys" / "jwt-ed25519.pub.pem"
+
+
+@functools.lru_cache
+def get_settings() -> GatewaySettings:
+    """The process's settings, read once on first use (never at import time)."""
+    return GatewaySettings()
