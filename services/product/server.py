@@ -1,0 +1,52 @@
+"""Starts the Product service: MongoDB store, cache signals, gRPC server."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from portico.product.v1 import product_pb2, product_pb2_grpc
+from services.common.invalidation import CacheSignals
+from services.common.server import RunningServer, create_server
+from services.common.settings import ServiceSettings
+from services.product import store as product_store
+from services.product.servicer import ProductServicer
+
+SERVICE_NAME = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
+
+
+def _mongo(settings: ServiceSettings) -> tuple[str, str]:
+    if not settings.mongodb_uri:
+        raise ValueError("the product service needs PORTICO_MONGODB_URI")
+    if not settings.mongodb_database:
+        raise ValueError("the product service needs PORTICO_MONGODB_DATABASE")
+    return settings.mongodb_uri, settings.mongodb_database
+
+
+async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 0
+                ) -> tuple[RunningServer, Callable[[], Awaitable[None]]]:
+    """Serves ProductService on host:port (0: any free port); returns the server and the
+    cleanup that closes the MongoDB client and the Redis connection after the server stops."""
+    uri, database = _mongo(settings)
+    store = product_store.ProductStore.connect(uri, database)
+    signals = CacheSignals(settings.redis_url)
+    try:
+        await store.create_indexes()
+        running = await create_server(
+            [(product_pb2_grpc.add_ProductServiceServicer_to_server,
+              ProductServicer(store, signals), SERVICE_NAME)],
+            host=host, port=port)
+    except BaseException:
+        await signals.close()
+        await store.close()
+        raise
+
+    async def cleanup() -> None:
+        await signals.close()
+        await store.close()
+
+    return running, cleanup
+
+
+def migrate(settings: ServiceSettings) -> None:
+    """Creates the collections' indexes (idempotent)."""
+    product_store.create_indexes(*_mongo(settings))
