@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from portico.user.v1 import user_pb2_grpc
 from services.common.db import async_engine, upgrade
@@ -64,13 +66,25 @@ def migrate(settings: ServiceSettings) -> None:
       setting is a bootstrap secret, not the source of truth: a password changed since (through
       UpdateUser) must survive every restart, so it is never overwritten silently.
 
-    Call it from synchronous code (it runs its own event loop for the admin step).
+    It is synchronous (as `portico migrate` wants); called where an event loop is running, it
+    blocks that loop until done, which suits start-up and tests.
     """
     url = _require_database(settings)
     upgrade(url, MIGRATIONS)
     load_or_create_keys(settings)
     if settings.admin_email and settings.admin_password:
-        asyncio.run(_ensure_admin(url, settings.admin_email, settings.admin_password))
+        _run_to_completion(_ensure_admin(url, settings.admin_email, settings.admin_password))
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(coroutine)
+        return
+    # asyncio.run refuses to nest inside a running loop: give the coroutine a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
 
 
 async def _ensure_admin(url: str, email: str, password: str) -> None:
