@@ -157,3 +157,62 @@ def _details(status: status_pb2.Status | None) -> Iterable[Any]:
                 message = kind()
                 packed.Unpack(message)
                 yield message
+
+
+def problem_response(problem: Problem, *, instance: str, request_id: str):
+    from starlette.responses import Response
+
+    body = problem_body(problem, instance=instance, request_id=request_id)
+    response = Response(body, status_code=problem.status, media_type=PROBLEM_TYPE)
+    if problem.status == 401:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="portico"')
+    for key, value in problem.headers.items():
+        response.headers[key] = value
+    return response
+
+
+def install_handlers(app) -> None:
+    """Every exception that reaches the app becomes problem+json; none becomes a bare 500."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    def answer(request, problem: Problem):
+        return problem_response(problem, instance=request.url.path,
+                                request_id=getattr(request.state, "request_id", "-"))
+
+    async def on_problem(request, error: Problem):
+        return answer(request, error)
+
+    async def on_validation(request, error: RequestValidationError):
+        return answer(request, validation_problem(error.errors()))
+
+    async def on_http(request, error: HTTPException):
+        detail = error.detail if isinstance(error.detail, str) else _phrase(error.status_code)
+        if error.status_code == 404:
+            detail = f"there is no {request.url.path}"
+        return answer(request, Problem(error.status_code, detail,
+                                       headers=dict(error.headers or {})))
+
+    async def on_crash(request, error: Exception):
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return answer(request, Problem(500, "the gateway failed to answer", code="INTERNAL"))
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def validation_problem(issues: Iterable[Mapping[str, Any]]) -> Problem:
+    """A 400 listing each bad field (a body that is not JSON at all is one problem)."""
+    issues = list(issues)
+    if any(issue.get("type") == "json_invalid" for issue in issues):
+        return Problem(400, "the body is not valid JSON", code="MALFORMED_JSON")
+    errors = []
+    for issue in issues:
+        loc = [str(part) for part in issue.get("loc", ()) if part not in ("body",)]
+        if loc and loc[0] in ("query", "path", "header"):
+            loc = loc[1:]
+        errors.append({"field": ".".join(loc) or "body", "message": str(issue.get("msg", ""))})
+    return Problem(400, "the request has invalid fields", errors=errors,
+                   code="INVALID_ARGUMENT")

@@ -1,0 +1,1 @@
+"""The REST surface: one module per resource, each a route table plus its FastAPI endpoints."""

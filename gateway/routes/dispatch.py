@@ -1,0 +1,120 @@
+"""The one generic handler: validated fields -> request message -> upstream call -> JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlencode
+
+import grpc
+from fastapi import Request, Response
+
+from gateway.auth import Principal
+from gateway.balancer import NoInstanceAvailable
+from gateway.errors import Problem, from_rpc_error
+from gateway.routes.table import Access, Route
+from gateway.transcode import TranscodeError, to_json, to_message
+from gateway.upstream import CallPolicy, Upstream
+
+
+class Dispatcher:
+    """Serves any Route through the upstream call chain."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    async def __call__(self, route: Route, request: Request, fields: dict[str, Any], *,
+                       idempotency_key: str | None = None) -> Response:
+        message = _build(route, fields)
+        policy = CallPolicy(retry_unavailable=route.idempotent or bool(idempotency_key),
+                            read=route.read)
+        call = self.upstream.call(route.service, route.stub, route.method, message,
+                                  policy=policy, request_id=request.state.request_id)
+        try:
+            answer = await _cancel_on_disconnect(request, call)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        except NoInstanceAvailable as error:
+            raise Problem(503, f"no instance of the {error.service} service is available",
+                          code="NO_INSTANCE",
+                          headers={"Retry-After": str(max(1, round(error.retry_after)))}) from None
+        except _ClientGone:
+            return Response(status_code=499)
+        return _render(route, request, answer, fields)
+
+
+def principal_of(request: Request) -> Principal | None:
+    return getattr(request.state, "principal", None)
+
+
+def require(route: Route, request: Request, *, owner: str | None = None) -> Principal | None:
+    """Applies the route's access rule; `owner` is the user id a SELF_OR_ADMIN route is about.
+    Users may not act on other users (403, decided without a lookup, so it reveals nothing);
+    orders of other customers are NOT_FOUND by the order service itself."""
+    principal = principal_of(request)
+    if route.access is Access.PUBLIC:
+        return principal
+    if principal is None:
+        raise Problem(401, f"this operation needs {route.access.value}: sign in first",
+                      code="UNAUTHENTICATED")
+    if route.access is Access.ADMIN and not principal.is_admin:
+        raise Problem(403, "this operation needs an admin", code="PERMISSION_DENIED")
+    if route.access is Access.SELF_OR_ADMIN and not principal.is_admin \
+            and owner != principal.subject:
+        raise Problem(403, "you may only act on your own user", code="PERMISSION_DENIED")
+    return principal
+
+
+def _build(route: Route, fields: dict[str, Any]):
+    try:
+        return to_message(route.request, fields)
+    except TranscodeError as error:
+        raise Problem(400, f"the request does not fit {route.request.__name__}: {error}",
+                      code="INVALID_ARGUMENT") from None
+
+
+class _ClientGone(Exception):
+    pass
+
+
+async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
+    """Awaits the upstream call, cancelling it when the client goes away first."""
+    task = asyncio.ensure_future(call)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise _ClientGone()
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _render(route: Route, request: Request, answer: Any, fields: dict[str, Any]) -> Response:
+    if route.status == 204:
+        return Response(status_code=204)
+    if route.list_field:
+        headers = {}
+        token = answer.next_page_token
+        if token:
+            headers["Link"] = _next_link(request, token)
+        return Response(to_json(list(getattr(answer, route.list_field))), headers=headers,
+                        media_type="application/json")
+    body = getattr(answer, route.response_field) if route.response_field else answer
+    headers = {}
+    if route.location:
+        headers["Location"] = route.location.format(id=body.id)
+    return Response(to_json(body), status_code=route.status, headers=headers,
+                    media_type="application/json")
+
+
+def _next_link(request: Request, token: str) -> str:
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    query.append(("cursor", token))
+    return f'<{request.url.path.rstrip("/")}?{urlencode(query)}>; rel="next"'

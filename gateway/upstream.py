@@ -1,0 +1,163 @@
+"""The call chain of DESIGN.md: deadline -> retry -> circuit breaker -> round-robin pick -> stub.
+
+Retries (tenacity, exponential backoff with jitter) happen only where repeating is safe: on
+UNAVAILABLE for idempotent calls (and POSTs that carry an idempotency key), and on
+DEADLINE_EXCEEDED for reads. Each try goes to another instance when there is one, all tries fit
+in the request's deadline, and a retry budget caps retries to a share of recent traffic so a
+failing fleet is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from gateway import metrics
+from gateway.balancer import Instance, ServicePool
+
+REQUEST_ID_KEY = "x-request-id"
+SERVER_SIDE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """What may be repeated: `retry_unavailable` for idempotent calls, `read` for reads (which
+    may also be repeated after a try's own deadline)."""
+
+    retry_unavailable: bool
+    read: bool
+
+
+class RetryBudget:
+    """Finagle-style budget: each request deposits `ratio` of a retry, each retry withdraws one,
+    and `min_per_second` retries are always allowed so a quiet gateway can still retry."""
+
+    def __init__(self, ratio: float, min_per_second: float, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ratio = ratio
+        self._min_per_second = min_per_second
+        self._cap = max(10.0, min_per_second * 10)
+        self._clock = clock
+        self._balance = self._cap
+        self._last = clock()
+
+    def deposit(self) -> None:
+        self._balance = min(self._cap, self._balance + self._ratio)
+
+    def withdraw(self) -> bool:
+        now = self._clock()
+        self._balance = min(self._cap, self._balance + (now - self._last) * self._min_per_second)
+        self._last = now
+        if self._balance < 1:
+            return False
+        self._balance -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    fail_max: int
+    reset_timeout: float
+
+
+class Upstream:
+    """Calls the services: one ServicePool per service label ("user", "product", "order").
+    `targets` maps a label to its full gRPC service name and instance addresses; the channels
+    are made by `start`, inside the event loop that will use them."""
+
+    def __init__(self, targets: dict[str, tuple[str, Sequence[str]]], *, breaker: BreakerConfig,
+                 timeout: float, max_attempts: int, initial_backoff: float, max_backoff: float,
+                 budget: RetryBudget) -> None:
+        self._targets = targets
+        self._breaker = breaker
+        self.pools: dict[str, ServicePool] = {}
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._wait = wait_exponential_jitter(initial=initial_backoff, max=max_backoff,
+                                             jitter=initial_backoff)
+        self._budget = budget
+
+    async def call(self, service: str, stub_class: type, method: str, request: Any, *,
+                   policy: CallPolicy, request_id: str) -> Any:
+        """Makes the call, retrying where the policy allows; raises grpc.aio.AioRpcError with
+        the last failure, or NoInstanceAvailable when no instance can be tried at all."""
+        pool = self.pools[service]
+        deadline = time.monotonic() + self._timeout
+        metadata = ((REQUEST_ID_KEY, request_id),)
+        tried: list[Instance] = []
+        self._budget.deposit()
+
+        def retryable(error: BaseException) -> bool:
+            if not isinstance(error, grpc.aio.AioRpcError):
+                return False
+            code = error.code()
+            return (code == grpc.StatusCode.UNAVAILABLE and policy.retry_unavailable) or \
+                (code == grpc.StatusCode.DEADLINE_EXCEEDED and policy.read)
+
+        def out_of_time(state: RetryCallState) -> bool:
+            return time.monotonic() + self._wait(state) >= deadline
+
+        def over_budget(state: RetryCallState) -> bool:
+            allowed = self._budget.withdraw()
+            metrics.UPSTREAM_RETRIES.labels(
+                service=service, outcome="retried" if allowed else "budget_exhausted").inc()
+            return not allowed
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(retryable), wait=self._wait, reraise=True,
+            stop=stop_after_attempt(self._max_attempts) | out_of_time | over_budget)
+        async for attempt in retrying:
+            with attempt:
+                attempts_left = self._max_attempts - attempt.retry_state.attempt_number + 1
+                return await self._once(pool, stub_class, method, request, tried=tried,
+                                        timeout=self._try_timeout(deadline, attempts_left, policy),
+                                        metadata=metadata)
+
+    @staticmethod
+    def _try_timeout(deadline: float, attempts_left: int, policy: CallPolicy) -> float:
+        remaining = max(deadline - time.monotonic(), 0.001)
+        # A read that hangs on one instance keeps time for a try on another.
+        return max(remaining / attempts_left, 0.05) if policy.read else remaining
+
+    @staticmethod
+    async def _once(pool: ServicePool, stub_class: type, method: str, request: Any, *,
+                    tried: list[Instance], timeout: float,
+                    metadata: Sequence[tuple[str, str]]) -> Any:
+        instance = pool.pick(exclude=tried)
+        tried.append(instance)
+        labels = {"service": pool.label, "instance": instance.address}
+        try:
+            response = await getattr(instance.stub(stub_class), method)(
+                request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            instance.breaker.record(failed=error.code() in SERVER_SIDE)
+            metrics.UPSTREAM_CALLS.labels(**labels, code=error.code().name).inc()
+            raise
+        except asyncio.CancelledError:
+            instance.breaker.release()
+            metrics.UPSTREAM_CALLS.labels(**labels, code="CANCELLED").inc()
+            raise
+        instance.breaker.record(failed=False)
+        metrics.UPSTREAM_CALLS.labels(**labels, code="OK").inc()
+        return response
+
+    def ready(self) -> dict[str, bool]:
+        return {name: pool.ready for name, pool in self.pools.items()}
+
+    def start(self, health_interval: float) -> None:
+        for label, (service, addresses) in self._targets.items():
+            pool = ServicePool(service, addresses, label=label, fail_max=self._breaker.fail_max,
+                               reset_timeout=self._breaker.reset_timeout)
+            pool.start_health_checks(health_interval)
+            self.pools[label] = pool
+
+    async def close(self) -> None:
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
