@@ -17,7 +17,7 @@ from starlette.types import Send
 log = logging.getLogger("portico.gateway.errors")
 
 PROBLEM_TYPE = "application/problem+json"
-TYPE_BASE = "https://portico.dev/problems/"
+TYPE_BASE = "urn:portico:problem:"
 
 # The one gRPC -> HTTP table (DESIGN.md).
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
@@ -68,7 +68,8 @@ class Problem(Exception):
 
 def problem_body(problem: Problem, *, instance: str, request_id: str) -> bytes:
     body: dict[str, Any] = {
-        "type": TYPE_BASE + (problem.code or str(problem.status)).lower().replace("_", "-"),
+        "type": TYPE_BASE + problem.code.lower().replace("_", "-") if problem.code
+        else "about:blank",
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
@@ -85,9 +86,10 @@ def problem_body(problem: Problem, *, instance: str, request_id: str) -> bytes:
 def problem_headers(problem: Problem, body: bytes) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", PROBLEM_TYPE.encode()),
                (b"content-length", str(len(body)).encode())]
+    extra = {k.lower(): v for k, v in problem.headers.items()}
     if problem.status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="portico"'))
-    headers.extend((k.lower().encode(), v.encode()) for k, v in problem.headers.items())
+        extra.setdefault("www-authenticate", 'Bearer realm="portico"')
+    headers.extend((k.encode(), v.encode()) for k, v in extra.items())
     return headers
 
 
@@ -160,14 +162,12 @@ def _details(status: status_pb2.Status | None) -> Iterable[Any]:
 
 
 def problem_response(problem: Problem, *, instance: str, request_id: str):
+    """The problem as a Starlette response (for exception handlers)."""
     from starlette.responses import Response
 
     body = problem_body(problem, instance=instance, request_id=request_id)
-    response = Response(body, status_code=problem.status, media_type=PROBLEM_TYPE)
-    if problem.status == 401:
-        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="portico"')
-    for key, value in problem.headers.items():
-        response.headers[key] = value
+    response = Response(body, status_code=problem.status)
+    response.raw_headers = problem_headers(problem, body)
     return response
 
 

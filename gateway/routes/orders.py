@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from gateway.errors import Problem
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Id, Limit, add, without_none
+from gateway.routes.schemas import STRICT, PathId, Cursor, Id, Limit, add, without_none
 from gateway.routes.table import Access, Route
 from portico.order.v1 import order_pb2 as pb
 from portico.order.v1 import order_pb2_grpc as grpc_pb
@@ -108,7 +108,6 @@ def _scope(request: Request, route: Route) -> str:
 
 def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["orders"])
-    OrderId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
     async def list_orders(request: Request, limit: Limit = 20, cursor: Cursor = None,
                           customer: Annotated[str | None, Query(max_length=64)] = None):
@@ -116,7 +115,7 @@ def router(dispatch: Dispatcher) -> APIRouter:
         return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or "",
                                               "customer": own or customer or ""})
 
-    async def get_order(request: Request, id: OrderId):
+    async def get_order(request: Request, id: PathId):
         return await dispatch(GET, request, {"id": id, "customer": _scope(request, GET)})
 
     async def create_order(request: Request, body: Annotated[OrderCreate, Body()],
@@ -126,14 +125,14 @@ def router(dispatch: Dispatcher) -> APIRouter:
                   "idempotency_key": idempotency_key or ""}
         return await dispatch(CREATE, request, fields, idempotency_key=idempotency_key)
 
-    async def update_order(request: Request, id: OrderId, body: Annotated[OrderUpdate, Body()]):
+    async def update_order(request: Request, id: PathId, body: Annotated[OrderUpdate, Body()]):
         own = _scope(request, UPDATE)
         if own and body.status in ("shipped", "delivered"):
             raise Problem(403, "only an admin may ship or deliver an order",
                           code="PERMISSION_DENIED")
         return await dispatch(UPDATE, request, {**without_none(body), "id": id, "customer": own})
 
-    async def delete_order(request: Request, id: OrderId):
+    async def delete_order(request: Request, id: PathId):
         return await dispatch(DELETE, request, {"id": id, "customer": _scope(request, DELETE)})
 
     add(api, LIST, list_orders, response_model=list[Order],

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Id, Limit, Money, Name, add, without_none
+from gateway.routes.schemas import STRICT, PathId, Cursor, Id, Limit, Money, Name, add, without_none
 from gateway.routes.table import Access, Route
 from portico.product.v1 import product_pb2 as pb
 from portico.product.v1 import product_pb2_grpc as grpc_pb
@@ -95,26 +95,25 @@ class Product(BaseModel):
 
 def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["products"])
-    ProductId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
     async def list_products(request: Request, limit: Limit = 20, cursor: Cursor = None,
                             name: Annotated[str | None, Query(max_length=200)] = None):
         return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or "",
                                               "name": name or ""})
 
-    async def get_product(request: Request, id: ProductId):
+    async def get_product(request: Request, id: PathId):
         return await dispatch(GET, request, {"id": id})
 
     async def create_product(request: Request, body: Annotated[ProductCreate, Body()]):
         require(CREATE, request)
         return await dispatch(CREATE, request, without_none(body))
 
-    async def update_product(request: Request, id: ProductId,
+    async def update_product(request: Request, id: PathId,
                              body: Annotated[ProductUpdate, Body()]):
         require(UPDATE, request)
         return await dispatch(UPDATE, request, {**without_none(body), "id": id})
 
-    async def delete_product(request: Request, id: ProductId):
+    async def delete_product(request: Request, id: PathId):
         require(DELETE, request)
         return await dispatch(DELETE, request, {"id": id})
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, StringConstraints
 
 from gateway.errors import Problem
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Limit, Name, add, without_none
+from gateway.routes.schemas import STRICT, PathId, Cursor, Limit, Name, add, without_none
 from gateway.routes.table import Access, Route
 from portico.user.v1 import user_pb2 as pb
 from portico.user.v1 import user_pb2_grpc as grpc_pb
@@ -74,7 +74,6 @@ class User(BaseModel):
 
 def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["users"])
-    UserId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
     async def create_user(request: Request, body: Annotated[UserCreate, Body()]):
         principal = require(CREATE, request)
@@ -82,17 +81,17 @@ def router(dispatch: Dispatcher) -> APIRouter:
             raise Problem(403, "only an admin may choose a role", code="PERMISSION_DENIED")
         return await dispatch(CREATE, request, without_none(body))
 
-    async def get_user(request: Request, id: UserId):
+    async def get_user(request: Request, id: PathId):
         require(GET, request, owner=id)
         return await dispatch(GET, request, {"id": id})
 
-    async def update_user(request: Request, id: UserId, body: Annotated[UserUpdate, Body()]):
+    async def update_user(request: Request, id: PathId, body: Annotated[UserUpdate, Body()]):
         principal = require(UPDATE, request, owner=id)
         if body.role is not None and not principal.is_admin:
             raise Problem(403, "only an admin may change a role", code="PERMISSION_DENIED")
         return await dispatch(UPDATE, request, {**without_none(body), "id": id})
 
-    async def delete_user(request: Request, id: UserId):
+    async def delete_user(request: Request, id: PathId):
         require(DELETE, request, owner=id)
         return await dispatch(DELETE, request, {"id": id})
 
