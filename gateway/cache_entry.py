@@ -1,0 +1,145 @@
+"""What the response cache stores and how it names it: keys, rules, entries, ETags.
+
+Pure functions and values, no I/O: the Redis side is in cache_store.py, the HTTP side in
+cache.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, urlencode
+
+import orjson
+
+from services.common.invalidation import (
+    PREFIX,
+    collection_generation_key,
+    item_generation_key,
+)
+
+KEY_PREFIX = f"{PREFIX}:cache:v1:"
+# Past this length the normalised request is hashed, so a key stays bounded whatever the URL.
+MAX_KEY_LENGTH = 256
+_FORMAT = 1
+
+
+def cache_key(path: str, query_string: bytes | str) -> str:
+    """The Redis key of a request: the path without its trailing slash, then the query
+    parameters sorted by name and value and re-encoded, so that equal requests share one key."""
+    if isinstance(query_string, bytes):
+        # ASGI gives the raw query as bytes; percent-escapes decode as UTF-8 in parse_qsl.
+        query_string = query_string.decode("latin-1")
+    normalised = quote(path.rstrip("/") or "/", safe="/:@!$&'()*+,;=-._~")
+    pairs = sorted(parse_qsl(query_string, keep_blank_values=True))
+    if pairs:
+        normalised += "?" + urlencode(pairs, quote_via=quote, safe="-._~")
+    if len(KEY_PREFIX) + len(normalised) > MAX_KEY_LENGTH:
+        return KEY_PREFIX + "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
+    return KEY_PREFIX + normalised
+
+
+def generations(kind: str, item_id: str | None) -> tuple[str, ...]:
+    """The generation keys a page depends on. An item page shows one resource, so only that
+    resource's writes change it; a list page may show any of them, so it follows the
+    collection's generation, which every item write bumps as well."""
+    if item_id is None:
+        return (collection_generation_key(kind),)
+    return (item_generation_key(kind, item_id),)
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    """A public route whose GETs may be cached: a path regex, the kind of resource it shows,
+    and the regex group holding the item id (None for a collection page)."""
+
+    path_regex: str
+    kind: str
+    id_group: str | None = None
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        pattern = re.compile(self.path_regex)
+        if self.id_group is not None and self.id_group not in pattern.groupindex:
+            raise ValueError(f"{self.path_regex!r} has no group named {self.id_group!r}")
+        if not self.kind:
+            raise ValueError("a cache rule needs the kind of resource it shows")
+        object.__setattr__(self, "pattern", pattern)
+
+    def match(self, path: str) -> tuple[str, ...] | None:
+        """The generation keys of `path`, or None when the rule does not apply to it."""
+        found = self.pattern.search(path)
+        if found is None:
+            return None
+        return generations(self.kind, found[self.id_group] if self.id_group else None)
+
+
+def make_etag(body: bytes) -> str:
+    """A strong validator: the same body always gets the same tag, on every replica."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+_TAG = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110 13.1.2): `*`, or any listed tag equal
+    to ours once a `W/` prefix is dropped."""
+    if if_none_match.strip() == "*":
+        return True
+    ours = etag.removeprefix("W/")
+    return any(tag == ours for tag in _TAG.findall(if_none_match))
+
+
+def directives(values: Iterable[str]) -> frozenset[str]:
+    """The directives of Cache-Control (or Pragma) header values, lower-cased, `max-age=0`
+    kept whole, so `"no-cache" in directives(...)` reads naturally."""
+    found = set()
+    for value in values:
+        for part in value.split(","):
+            part = part.strip().lower().replace(" ", "")
+            if part:
+                found.add(part.replace('"', ""))
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored response and what it was filled against.
+
+    `stored_at` is on the Redis clock (seconds), so every replica measures an entry's age on
+    one clock. `generations` are the values read BEFORE the upstream call that produced it.
+    """
+
+    status: int
+    content_type: str
+    body: bytes
+    etag: str
+    stored_at: float
+    generations: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        """A JSON header line, then the body as is (orjson escapes newlines inside strings, so
+        the first newline always ends the header)."""
+        header = {"v": _FORMAT, "status": self.status, "type": self.content_type,
+                  "etag": self.etag, "stored_at": self.stored_at,
+                  "gens": list(self.generations)}
+        return orjson.dumps(header) + b"\n" + self.body
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Entry | None:
+        """The entry, or None for anything this version cannot read (an old format, a
+        damaged value): the caller then treats it as a miss and overwrites it."""
+        header, newline, body = raw.partition(b"\n")
+        try:
+            fields = orjson.loads(header) if newline else None
+            if not isinstance(fields, dict) or fields.get("v") != _FORMAT:
+                return None
+            return cls(status=int(fields["status"]), content_type=str(fields["type"]),
+                       body=body, etag=str(fields["etag"]),
+                       stored_at=float(fields["stored_at"]),
+                       generations=tuple(str(gen) for gen in fields["gens"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None

@@ -1,0 +1,124 @@
+"""The Redis side of the response cache: one round trip per lookup, one per fill, and the
+outage switch that turns the cache off (not the gateway) while Redis is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis.asyncio as redis
+
+from gateway.cache_entry import Entry
+from gateway.metrics import REDIS_ERRORS
+
+log = logging.getLogger("portico.gateway.cache")
+
+T = TypeVar("T")
+
+# One round trip gives a request everything it needs to decide: the entry (or nil), the Redis
+# clock (so every replica measures age on one clock) and the current generation of each key
+# the page depends on (a key never bumped reads as '0'). Reply: {entry|nil, sec, usec, gen...}.
+_LOOKUP = """
+local now = redis.call('TIME')
+local reply = {redis.call('GET', KEYS[1]), now[1], now[2]}
+for i = 2, #KEYS do
+  reply[#reply + 1] = redis.call('GET', KEYS[i]) or '0'
+end
+return reply
+"""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What Redis said at one instant: the stored entry (if any, and readable), the current
+    generations, and the time on the Redis clock, with the local monotonic time it was read."""
+
+    entry: Entry | None
+    generations: tuple[str, ...]
+    now: float
+    read_at: float
+
+    def age(self) -> float | None:
+        """Seconds since the entry was stored, or None without an entry."""
+        return None if self.entry is None else max(0.0, self.now - self.entry.stored_at)
+
+    def current(self) -> Entry | None:
+        """The entry if it was filled at the current generations: otherwise what it shows is
+        known to have changed since, and it must never be served."""
+        if self.entry is not None and self.entry.generations == self.generations:
+            return self.entry
+        return None
+
+    def clock(self) -> float:
+        """Now on the Redis clock, extrapolated from the lookup with the local monotonic clock
+        (no second round trip just to read the time)."""
+        return self.now + (time.monotonic() - self.read_at)
+
+
+class CacheStore:
+    """Entries in Redis. Any Redis failure (error, refused connection, timeout) makes the
+    cache step aside for `backoff` seconds: requests go straight upstream meanwhile, and one
+    warning is logged per outage rather than one per request."""
+
+    def __init__(self, client: redis.Redis, *, timeout: float, backoff: float) -> None:
+        if timeout <= 0 or backoff < 0:
+            raise ValueError("the Redis timeout must be positive and the backoff not negative")
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the cache stores bytes: give it a client without decode_responses")
+        self._client = client
+        self._lookup = client.register_script(_LOOKUP)
+        self._timeout = timeout
+        self._backoff = backoff
+        self._retry_at = 0.0
+        self._outage = False
+
+    @property
+    def available(self) -> bool:
+        """False while backing off after a failure."""
+        return time.monotonic() >= self._retry_at
+
+    async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
+        """The entry and generations, or None when Redis failed."""
+        reply = await self._call(lambda: self._lookup(keys=[key, *generation_keys]))
+        if reply is None:
+            return None
+        raw, seconds, micros, *gens = reply
+        return Lookup(entry=Entry.decode(raw) if raw is not None else None,
+                      generations=tuple(_text(gen) for gen in gens),
+                      now=int(seconds) + int(micros) / 1_000_000, read_at=time.monotonic())
+
+    async def store(self, key: str, entry: Entry, *, keep_seconds: float) -> None:
+        """Stores `entry` for `keep_seconds` (fresh time plus stale time); a failure only
+        costs a later miss."""
+        milliseconds = max(1, int(keep_seconds * 1000))
+        await self._call(lambda: self._client.set(key, entry.encode(), px=milliseconds))
+
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T | None:
+        # The client's own retries could hold a request for seconds while Redis is down; the
+        # timeout bounds what the cache may add to any request.
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await make()
+        except (redis.RedisError, OSError, TimeoutError) as error:
+            self._failed(error)
+            return None
+        if self._outage:
+            self._outage = False
+            log.info("redis reachable again, response cache resumed")
+        return result
+
+    def _failed(self, error: BaseException) -> None:
+        REDIS_ERRORS.labels(concern="cache").inc()
+        self._retry_at = time.monotonic() + self._backoff
+        if not self._outage:
+            self._outage = True
+            log.warning("redis unreachable, response cache bypassed",
+                        extra={"error": f"{type(error).__name__}: {error}"})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
