@@ -88,3 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # settings and arguments that fail validation
         print(f"portico: {error}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
