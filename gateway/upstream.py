@@ -81,7 +81,7 @@ class Upstream:
         self.pools: dict[str, ServicePool] = {}
         self._timeout = timeout
         self._max_attempts = max_attempts
-        self._wait = wait_exponential_jitter(initial=initial_backoff, max=max_backoff,
+        self._wait = wait_exponential_jitter(multiplier=initial_backoff, max=max_backoff,
                                              jitter=initial_backoff)
         self._budget = budget
 
