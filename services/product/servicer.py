@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 import grpc
@@ -33,7 +34,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
                            context: grpc.aio.ServicerContext
                            ) -> product_pb2.ListProductsResponse:
         page_size, after, name = validation.list_query(request)
-        products, more = await self._store.list(page_size=page_size, after=after,
+        products, more = await self._store.list_page(page_size=page_size, after=after,
                                                 name_prefix=name)
         token = encode_page_token(products[-1].id) if more else ""
         return product_pb2.ListProductsResponse(
@@ -111,7 +112,7 @@ def _reserved(line: ReservedLine) -> product_pb2.ReservedItem:
                                     name=line.name)
 
 
-def _timestamp(moment) -> timestamp_pb2.Timestamp:
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(moment)
     return stamp

@@ -33,8 +33,7 @@ PRODUCT_INDEXES = [
     # The name-filtered list: anchored prefix range on name_lower, then ids.
     IndexModel([("name_lower", ASCENDING), ("_id", ASCENDING)], name="name_lower_id"),
 ]
-# Reservations are only ever read by _id, which MongoDB always indexes.
-RESERVATION_INDEXES: list[IndexModel] = []
+# Everything else reads by _id (products, reservations), which MongoDB always indexes.
 
 # An update that lost a race with a restock is tried again this many times before the
 # product is reported short.
@@ -101,7 +100,7 @@ class ProductStore:
             raise _not_found(product_id)
         return _product(doc)
 
-    async def list(self, *, page_size: int, after: str | None = None,
+    async def list_page(self, *, page_size: int, after: str | None = None,
                    name_prefix: str = "") -> tuple[list[Product], bool]:
         """One page ordered by id, after the id `after`; also says whether more follow."""
         query: dict = {"deleted": False}
@@ -146,14 +145,14 @@ class ProductStore:
             return _lines(doc)
         try:
             for product_id, quantity in wanted:
-                await self._hold(reservation_id, product_id, quantity)
+                await self._hold(reservation_id, product_id, quantity=quantity)
         except (NotFound, FailedPrecondition):
-            if await self._transition(reservation_id, ("pending",), "failed"):
+            if await self._transition(reservation_id, ("pending",), target="failed"):
                 await self._drop_holds(reservation_id, wanted, give_back=True)
                 raise
             return await self._settle(reservation_id, wanted)
         lines = await self._priced(wanted)
-        if await self._transition(reservation_id, ("pending",), "reserved",
+        if await self._transition(reservation_id, ("pending",), target="reserved",
                                   items=[_line_doc(line) for line in lines]):
             return lines
         return await self._settle(reservation_id, wanted)
@@ -164,7 +163,8 @@ class ProductStore:
         doc = await self._reservation(reservation_id)
         won = False
         if doc["state"] in ("pending", "reserved"):
-            won = await self._transition(reservation_id, ("pending", "reserved"), "released")
+            won = await self._transition(reservation_id, ("pending", "reserved"),
+                                         target="released")
             if not won:
                 doc = await self._reservation(reservation_id)
         if doc["state"] == "committed":
@@ -181,7 +181,7 @@ class ProductStore:
         doc = await self._reservation(reservation_id)
         won = False
         if doc["state"] == "reserved":
-            won = await self._transition(reservation_id, ("reserved",), "committed")
+            won = await self._transition(reservation_id, ("reserved",), target="committed")
             if not won:
                 doc = await self._reservation(reservation_id)
         if doc["state"] not in ("reserved", "committed"):
@@ -210,7 +210,7 @@ class ProductStore:
             raise _closed(reservation_id, doc["state"])
         return doc
 
-    async def _hold(self, reservation_id: str, product_id: str, quantity: int) -> None:
+    async def _hold(self, reservation_id: str, product_id: str, *, quantity: int) -> None:
         """Takes `quantity` off the product unless this reservation already holds it."""
         hold = f"holds.{reservation_id}"
         available = 0
@@ -264,8 +264,8 @@ class ProductStore:
         by_id = {doc["_id"]: doc async for doc in docs}
         return [ReservedLine(p, q, by_id[p]["price_cents"], by_id[p]["name"]) for p, q in wanted]
 
-    async def _transition(self, reservation_id: str, sources: tuple[str, ...], target: str,
-                          **sets: object) -> bool:
+    async def _transition(self, reservation_id: str, sources: tuple[str, ...], *,
+                          target: str, **sets: object) -> bool:
         """Compare-and-set of the reservation state; True when this call made the change."""
         result = await self._reservations.update_one(
             {"_id": reservation_id, "state": {"$in": list(sources)}},

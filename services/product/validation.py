@@ -10,6 +10,7 @@ import unicodedata
 
 from google.protobuf import json_format, struct_pb2
 
+from portico.product.v1 import product_pb2
 from services.common.errors import Violations
 from services.product.models import (
     NewProduct,
@@ -18,7 +19,6 @@ from services.product.models import (
     is_valid_id,
     parse_price,
 )
-from portico.product.v1 import product_pb2
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 5000
