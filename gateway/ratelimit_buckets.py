@@ -145,6 +145,7 @@ class RedisTokenBucket:
             return None
         if self._down:
             self._down = False
+            self._retry_at = 0.0
             log.info("Redis is available again for rate limiting")
         allowed, remaining, reset, retry_after = reply
         return Decision(
