@@ -15,7 +15,8 @@ middleware, so that one stored body suits every client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import redis.asyncio as redis
@@ -49,12 +50,13 @@ _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
 class CacheMiddleware:
     """Caches the GET answers of the routes matching `rules` for `ttl` seconds, and keeps them
     `max_stale` seconds longer for when the upstream is down. `redis` must not decode
-    responses; `redis_timeout` bounds each Redis call and `backoff` is how long the cache stays
-    out of the way after a Redis failure."""
+    responses; `redis_timeout` bounds each Redis call and `backoff` is how long (on `clock`)
+    the cache stays out of the way after a Redis failure."""
 
     def __init__(self, app: ASGIApp, *, redis: redis.Redis, rules: Iterable[CacheRule],
                  ttl: float, max_stale: float, backoff: float = 0.5,
-                 redis_timeout: float = 0.25, max_entry_bytes: int = 1 << 20) -> None:
+                 redis_timeout: float = 0.25, max_entry_bytes: int = 1 << 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if ttl <= 0 or max_stale < 0 or max_entry_bytes <= 0:
             raise ValueError("ttl and max_entry_bytes must be positive, max_stale not negative")
         self.app = app
@@ -62,7 +64,7 @@ class CacheMiddleware:
         self._ttl = ttl
         self._max_stale = max_stale
         self._max_entry_bytes = max_entry_bytes
-        self._store = CacheStore(redis, timeout=redis_timeout, backoff=backoff)
+        self._store = CacheStore(redis, timeout=redis_timeout, backoff=backoff, clock=clock)
         self._flights: dict[str, asyncio.Future[_Answer | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,10 +102,13 @@ class CacheMiddleware:
         flight = self._flights.get(request.key)
         if flight is not None:
             shared = await asyncio.shield(flight)
-            if shared is not None:
-                return shared
-            # The leader failed, was cancelled, or got an answer fit only for its own client.
-            return await self._resolve(request, scope, receive)
+            if shared is None:
+                # The leader failed or was cancelled: the waiters elect a new one.
+                return await self._single_flight(request, scope, receive)
+            if not shared.shareable:
+                # An answer for the leader's client alone: each waiter asks for its own.
+                return await self._resolve(request, scope, receive)
+            return shared.for_follower()
         flight = asyncio.get_running_loop().create_future()
         self._flights[request.key] = flight
         answer = None
@@ -112,7 +117,7 @@ class CacheMiddleware:
             return answer
         finally:
             del self._flights[request.key]
-            flight.set_result(answer.for_follower() if answer is not None else None)
+            flight.set_result(answer)
 
     async def _resolve(self, request: _Request, scope: Scope, receive: Receive) -> _Answer:
         lookup = await self._store.lookup(request.key, request.generation_keys)
@@ -155,7 +160,7 @@ class CacheMiddleware:
         # write's window is therefore never served from the cache.
         entry = Entry(status=response.status, content_type=response.header(b"content-type"),
                       body=response.body, etag=make_etag(response.body),
-                      stored_at=lookup.clock(), generations=lookup.generations)
+                      stored_at=lookup.redis_now(), generations=lookup.generations)
         if not request.no_store:
             await self._store.store(request.key, entry, keep_seconds=self._ttl + self._max_stale)
         headers = tuple((name, value) for name, value in response.headers if name not in _OURS)
@@ -166,7 +171,7 @@ class CacheMiddleware:
         headers = ((b"content-type", entry.content_type.encode("latin-1")),
                    (b"content-length", str(len(entry.body)).encode()))
         return _Answer(entry.status, headers, entry.body, label, etag=entry.etag,
-                       age=int(age), max_age=max(0, int(self._ttl - age)))
+                       age=int(age), max_age=max(0, int(self._ttl - int(age))))
 
 
 @dataclass(frozen=True)
@@ -235,11 +240,8 @@ class _Answer:
         return cls(response.status, response.headers, response.body, label,
                    shareable=response.shareable)
 
-    def for_follower(self) -> _Answer | None:
-        """This answer as given to the requests that waited for it, or None when it belongs
-        to the leader's client alone."""
-        if not self.shareable:
-            return None
+    def for_follower(self) -> _Answer:
+        """This answer as given to the requests that waited for it."""
         return replace(self, headers=tuple(
             (name, value) for name, value in self.headers if name not in _PER_REQUEST))
 

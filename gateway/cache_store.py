@@ -53,7 +53,7 @@ class Lookup:
             return self.entry
         return None
 
-    def clock(self) -> float:
+    def redis_now(self) -> float:
         """Now on the Redis clock, extrapolated from the lookup with the local monotonic clock
         (no second round trip just to read the time)."""
         return self.now + (time.monotonic() - self.read_at)
@@ -64,7 +64,8 @@ class CacheStore:
     cache step aside for `backoff` seconds: requests go straight upstream meanwhile, and one
     warning is logged per outage rather than one per request."""
 
-    def __init__(self, client: redis.Redis, *, timeout: float, backoff: float) -> None:
+    def __init__(self, client: redis.Redis, *, timeout: float, backoff: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if timeout <= 0 or backoff < 0:
             raise ValueError("the Redis timeout must be positive and the backoff not negative")
         if client.connection_pool.connection_kwargs.get("decode_responses"):
@@ -73,13 +74,14 @@ class CacheStore:
         self._lookup = client.register_script(_LOOKUP)
         self._timeout = timeout
         self._backoff = backoff
+        self._clock = clock
         self._retry_at = 0.0
         self._outage = False
 
     @property
     def available(self) -> bool:
         """False while backing off after a failure."""
-        return time.monotonic() >= self._retry_at
+        return self._clock() >= self._retry_at
 
     async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
         """The entry and generations, or None when Redis failed."""
@@ -113,7 +115,7 @@ class CacheStore:
 
     def _failed(self, error: BaseException) -> None:
         REDIS_ERRORS.labels(concern="cache").inc()
-        self._retry_at = time.monotonic() + self._backoff
+        self._retry_at = self._clock() + self._backoff
         if not self._outage:
             self._outage = True
             log.warning("redis unreachable, response cache bypassed",
