@@ -33,6 +33,7 @@ __all__ = [
     "RedisTokenBucket",
     "bucket_key",
     "client_ip",
+    "parse_networks",
     "standard_policies",
 ]
 

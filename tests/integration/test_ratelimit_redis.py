@@ -226,6 +226,38 @@ async def test_redis_down_fails_open_on_local_buckets_then_recovers(
         await other.aclose()
 
 
+async def test_unanswering_redis_costs_one_timeout_per_retry_interval() -> None:
+    """A Redis that accepts connections and never answers (a hung server, a dropped route)."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # No socket timeout and redis-py's own retries: only the limiter's call timeout bounds it.
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    clock = FakeClock()
+    limiter = RedisTokenBucket(client, retry_interval=0.5, call_timeout=0.2, clock=clock)
+    try:
+        async with _client(_app(limiter, _policy(burst=3))) as gateway:
+            assert await _statuses(gateway, 1) == [200]
+            tried = len(connections)
+            assert tried >= 1 and not limiter.available
+            # Until the retry interval has passed, requests do not go near Redis.
+            assert await _statuses(gateway, 4) == [200, 200, 429, 429]
+            assert len(connections) == tried
+            clock.now += 0.5
+            assert await _statuses(gateway, 1) == [429]
+            assert len(connections) > tried
+    finally:
+        await client.aclose()
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_redis_down_fails_closed_when_told(redis_server, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     clock = FakeClock()
     client = _redis(redis_url)
