@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-import redis.asyncio as redis
+from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache_entry import (
@@ -53,7 +53,7 @@ class CacheMiddleware:
     responses; `redis_timeout` bounds each Redis call and `backoff` is how long (on `clock`)
     the cache stays out of the way after a Redis failure."""
 
-    def __init__(self, app: ASGIApp, *, redis: redis.Redis, rules: Iterable[CacheRule],
+    def __init__(self, app: ASGIApp, *, redis: Redis, rules: Iterable[CacheRule],
                  ttl: float, max_stale: float, backoff: float = 0.5,
                  redis_timeout: float = 0.25, max_entry_bytes: int = 1 << 20,
                  clock: Callable[[], float] = time.monotonic) -> None:
