@@ -34,6 +34,9 @@ def _migrate(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging("migrate", settings.log_level)
+    unknown = set(args.services) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"no such service: {', '.join(sorted(unknown))}")
     for name in args.services or SERVICES:
         importlib.import_module(f"services.{name}.server").migrate(settings)
     return 0
@@ -62,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     service.set_defaults(run=_service)
 
     migrate = commands.add_parser("migrate", help="bring the databases' schemas up to date")
-    migrate.add_argument("services", nargs="*", choices=SERVICES, help="default: all")
+    migrate.add_argument("services", nargs="*", metavar="SERVICE",
+                         help=f"some of {', '.join(SERVICES)} (default: all)")
     migrate.set_defaults(run=_migrate)
 
     gateway = commands.add_parser("gateway", help="run the REST gateway")
