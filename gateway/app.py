@@ -6,7 +6,6 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
-import redis.asyncio as redis
 from fastapi import FastAPI
 
 from gateway import openapi, policies
@@ -36,8 +35,7 @@ def all_routes():
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
-    redis_client = redis.Redis.from_url(settings.redis_url, socket_timeout=0.25,
-                                        socket_connect_timeout=0.25)
+    redis_client = policies.redis_client(settings.redis_url)
     upstream = Upstream(
         {label: (SERVICES[label], getattr(settings, f"{label}_addrs")) for label in SERVICES},
         breaker=BreakerConfig(settings.breaker_failure_threshold,

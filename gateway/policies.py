@@ -1,12 +1,47 @@
-"""The Redis-backed edge policies (rate limit, response cache), built from the settings."""
+"""The Redis-backed edge policies (rate limit, response cache), built from the settings.
+
+One Redis client per process serves both. It fails fast (a short timeout, no client-side
+retries): the policies treat a slow Redis as an absent one and fall back on their own.
+"""
 
 from __future__ import annotations
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.middleware import Middleware
 
+from gateway.cache import CacheMiddleware, CacheRule
 from gateway.chain import EdgePolicies
+from gateway.ratelimit import RateLimitMiddleware, standard_policies
+from gateway.ratelimit_buckets import RedisTokenBucket
 from gateway.settings import GatewaySettings
+
+# Public GETs only: products are the same for every caller. Users and orders are private and
+# never get a rule, so they are never served from this shared cache.
+CACHE_RULES = (
+    CacheRule(r"^/products/?$", "product"),
+    CacheRule(r"^/products/(?P<id>[A-Za-z0-9_-]{1,64})/?$", "product", "id"),
+)
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                retry=Retry(NoBackoff(), 0))
 
 
 def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:
-    return EdgePolicies(rate_limit=None, cache=None)
+    rate_limit = cache = None
+    if settings.rate_limit_enabled:
+        rate_limit = Middleware(
+            RateLimitMiddleware, limiter=RedisTokenBucket(client),
+            policies=standard_policies(rate=settings.rate_limit_rate,
+                                       burst=settings.rate_limit_burst,
+                                       login_rate=settings.login_rate_limit_rate,
+                                       login_burst=settings.login_rate_limit_burst),
+            trusted_proxies=settings.trusted_proxies, fail_open=settings.rate_limit_fail_open)
+    if settings.cache_enabled:
+        cache = Middleware(CacheMiddleware, redis=client, rules=CACHE_RULES,
+                           ttl=settings.cache_ttl_seconds,
+                           max_stale=settings.cache_max_stale_seconds)
+    return EdgePolicies(rate_limit=rate_limit, cache=cache)

@@ -10,7 +10,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -21,7 +21,7 @@ from gateway.metrics import REDIS_ERRORS
 log = logging.getLogger("portico.gateway.ratelimit")
 
 KEY_PREFIX = "portico:rl:"
-LUA_SCRIPT = resources.files("gateway").joinpath("ratelimit_lua.lua").read_text()
+LUA_SCRIPT = (Path(__file__).parent / "ratelimit_lua.lua").read_text()
 
 Backend = Literal["redis", "local"]
 
