@@ -88,7 +88,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         v = Violations()
         check.check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
-        users, next_token = await self._store.list(
+        users, next_token = await self._store.list_page(
             page_size=request.page_size or check.DEFAULT_PAGE_SIZE, page_token=request.page_token)
         return user_pb2.ListUsersResponse(users=[to_proto(u) for u in users],
                                           next_page_token=next_token)

@@ -91,8 +91,8 @@ class UserStore:
         if result.rowcount == 0:
             raise _not_found(user_id)
 
-    async def list(self, *, page_size: int,
-                   page_token: str = "") -> tuple[list[UserRecord], str]:
+    async def list_page(self, *, page_size: int,
+                        page_token: str = "") -> tuple[list[UserRecord], str]:
         """One page of live users, oldest first, and the token of the next page ("" at the end).
 
         Keyset paging on (created_at, id): each page is one index range scan, however deep.

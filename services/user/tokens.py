@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -30,18 +30,26 @@ PUBLIC_KEY_NAME = "jwt-ed25519.pub.pem"
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss")
 
 
+class KeySettings(Protocol):
+    """The settings the key functions read (ServiceSettings has them; so may the gateway's)."""
+
+    state_dir: Path
+    jwt_private_key_file: Path | None
+    jwt_public_key_file: Path | None
+
+
 def default_key_paths(state_dir: Path) -> tuple[Path, Path]:
     """(private, public) paths of the development key pair under `state_dir`."""
     directory = Path(state_dir) / KEY_DIR
     return directory / PRIVATE_KEY_NAME, directory / PUBLIC_KEY_NAME
 
 
-def public_key_path(settings: Any) -> Path:
+def public_key_path(settings: KeySettings) -> Path:
     """Where the public key of `settings` lives: the configured file or the development one."""
     return settings.jwt_public_key_file or default_key_paths(settings.state_dir)[1]
 
 
-def load_or_create_keys(settings: Any) -> tuple[bytes, bytes]:
+def load_or_create_keys(settings: KeySettings) -> tuple[bytes, bytes]:
     """(private_pem, public_pem) from the configured files, or else the development pair under
     state_dir, created on first use. Two processes starting at once end up with the same pair.
     Raises ValueError with a clear message for missing, unreadable or mismatched keys."""

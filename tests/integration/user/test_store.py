@@ -148,7 +148,7 @@ async def test_list_pages_through_every_live_user_once_in_order(
     await store.delete(made[3].id)
     seen, token, pages = [], "", 0
     while True:
-        users, token = await store.list(page_size=2, page_token=token)
+        users, token = await store.list_page(page_size=2, page_token=token)
         seen += users
         pages += 1
         if not token:
@@ -157,7 +157,7 @@ async def test_list_pages_through_every_live_user_once_in_order(
     assert [u.id for u in seen] == [u.id for u in expected]
     assert pages == 3
     assert [u.id for u in seen] == [u.id for u in sorted(seen, key=lambda u: (u.created_at, u.id))]
-    everyone, last = await store.list(page_size=100)
+    everyone, last = await store.list_page(page_size=100)
     assert len(everyone) == 6 and last == ""
 
 
@@ -167,7 +167,7 @@ async def test_list_exactly_a_page_has_no_next_token(store: UserStore,
         conn.execute(text("DELETE FROM users"))
     for i in range(3):
         await _create(store, f"exact{i}@example.com")
-    users, token = await store.list(page_size=3)
+    users, token = await store.list_page(page_size=3)
     assert len(users) == 3 and token == ""
 
 
@@ -183,5 +183,5 @@ def _b64(value: object) -> str:
 ])
 async def test_list_rejects_a_malformed_token(store: UserStore, token: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        await store.list(page_size=10, page_token=token)
+        await store.list_page(page_size=10, page_token=token)
     assert [field for field, _ in caught.value.violations] == ["page_token"]
