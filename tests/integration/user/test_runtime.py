@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -10,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from portico.user.v1 import user_pb2 as pb
 from portico.user.v1.user_pb2_grpc import UserServiceStub
 from services.common.server import RunningServer
+from services.embedded import find_free_port
 from services.common.settings import ServiceSettings
 from services.user import server, tokens
 
@@ -78,3 +85,32 @@ async def test_a_second_instance_shares_the_keys_and_stops_gracefully(
     finally:
         await second.stop(0)
         await cleanup()
+
+
+async def test_the_portico_command_migrates_and_serves(
+        migrated: ServiceSettings, tmp_path: Path) -> None:
+    """`portico migrate user` ensures the admin; `portico service user` serves until SIGTERM."""
+    env = {**os.environ, "PORTICO_DATABASE_URL": migrated.database_url,
+           "PORTICO_STATE_DIR": str(tmp_path), "PORTICO_ADMIN_EMAIL": "cli-admin@example.com",
+           "PORTICO_ADMIN_PASSWORD": "cli-admin-password"}
+    portico = str(Path(sys.executable).parent / "portico")
+    migrate = await asyncio.create_subprocess_exec(portico, "migrate", "user", env=env)
+    assert await migrate.wait() == 0
+    port = find_free_port()
+    service = await asyncio.create_subprocess_exec(
+        portico, "service", "user", "--port", str(port), env=env,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 60)
+            login = await UserServiceStub(channel).Login(pb.LoginRequest(
+                email="CLI-admin@example.com", password="cli-admin-password"))
+            claims = tokens.verify(login.access_token,
+                                   (tmp_path / "keys" / "jwt-ed25519.pub.pem").read_bytes(),
+                                   migrated.jwt_issuer)
+            assert claims["role"] == "admin"
+    finally:
+        service.send_signal(signal.SIGTERM)
+        _, log = await service.communicate()
+    assert service.returncode == 0, log.decode()[-2000:]
+    assert b"cli-admin-password" not in log and b"$argon2" not in log
