@@ -51,7 +51,8 @@ def _gateway(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from services.stack import run_stack
 
-    return run_stack(port=args.port, instances=args.instances, host=args.host)
+    return run_stack(port=args.port, instances=args.instances, host=args.host,
+                     base_port=args.base_port)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -79,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8080, help="gateway port")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--instances", type=int, default=2, help="instances of each service")
+    up.add_argument("--base-port", type=int, default=None,
+                    help="first service port (user; product +10, order +20); 0: free ports")
     up.set_defaults(run=_up)
     return top
 

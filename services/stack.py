@@ -243,9 +243,16 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_stack(*, port: int, instances: int, host: str) -> int:
-    """`portico up`: start everything, print where it listens, run until Ctrl-C/SIGTERM."""
-    stack = Stack(StackConfig(gateway_port=port, instances=instances, host=host))
+def run_stack(*, port: int, instances: int, host: str, base_port: int | None = None) -> int:
+    """`portico up`: start everything, print where it listens, run until Ctrl-C/SIGTERM.
+    `base_port` moves the service ports (user at base, product base+10, order base+20);
+    0 takes free ports. The state directory is PORTICO_STATE_DIR (default .portico)."""
+    config = StackConfig(gateway_port=port, instances=instances, host=host,
+                         state_dir=Path(os.environ.get("PORTICO_STATE_DIR", ".portico")))
+    if base_port is not None:
+        config.base_ports = {name: base_port and base_port + 10 * i
+                             for i, name in enumerate(SERVICES)}
+    stack = Stack(config)
     stopping = False
 
     def request_stop(signum, frame) -> None:
