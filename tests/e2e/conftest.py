@@ -36,12 +36,14 @@ TEST_SETTINGS = {
 
 
 def start_stack(tmp: Path, *, pg_url: str, redis_url: str, mongo_uri: str,
-                env: dict[str, str] | None = None, instances: int = 2) -> tuple[Stack, str]:
+                env: dict[str, str] | None = None, instances: int = 2,
+                gateway_workers: int = 1) -> tuple[Stack, str]:
     """A stack on fresh databases of its own; returns it and its PostgreSQL database name."""
     name = f"e2e_{uuid.uuid4().hex[:10]}"
     database_url = create_database(pg_url, name)
     config = StackConfig(
         state_dir=tmp / "state", gateway_port=0, instances=instances,
+        gateway_workers=gateway_workers,
         base_ports={"user": 0, "product": 0, "order": 0},
         database_url=database_url, redis_url=redis_url, mongodb_uri=mongo_uri,
         env={**TEST_SETTINGS, "PORTICO_MONGODB_DATABASE": name, **(env or {})},
