@@ -72,7 +72,7 @@ class OrderPlacement:
         except Exception:
             await self._give_up(claim.order_id, ServiceError("internal error"))
             raise
-        return await self._store.get(claim.order_id)
+        return await self._placed(claim.order_id)
 
     async def claim(self, new: NewOrder) -> Claim:
         """Step 2: the pending order of this request, new or found under its key."""
@@ -128,7 +128,8 @@ class OrderPlacement:
         state = await self._store.state(order_id)
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining() if context is not None else None
-        deadline = loop.time() + min(self._replay_wait, remaining or self._replay_wait) - 0.05
+        wait = self._replay_wait if remaining is None else min(self._replay_wait, remaining)
+        deadline = loop.time() + wait - 0.05  # leave time to answer within the deadline
         pause = _POLL_FIRST
         while state.status == PENDING and loop.time() + pause < deadline:
             await asyncio.sleep(pause)
@@ -139,8 +140,11 @@ class OrderPlacement:
                           reason="ORDER_IN_PROGRESS", metadata={"order_id": order_id})
         if state.status == FAILED:
             raise (state.failure or Failure("ABORTED", "the order failed")).error()
+        return await self._placed(order_id)
+
+    async def _placed(self, order_id: str) -> Order:
         order = await self._store.get(order_id)
-        if order is None:
+        if order is None:  # deleted meanwhile by a DeleteOrder that found it confirmed
             raise FailedPrecondition("the order placed with this idempotency key was deleted",
                                      reason="ORDER_DELETED", metadata={"order_id": order_id})
         return order

@@ -56,7 +56,7 @@ async def stack(base_settings: ServiceSettings) -> AsyncIterator[Stack]:
                 orders=order_pb2_grpc.OrderServiceStub(channels[0]),
                 users=user_pb2_grpc.UserServiceStub(channels[1]),
                 products=product_pb2_grpc.ProductServiceStub(channels[2]),
-                engine=engine)
+                engine=engine, product_servers=[running for running, _ in started[1:3]])
     await engine.dispose()
     for channel in channels:
         await channel.close()

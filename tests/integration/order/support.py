@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portico.order.v1 import order_pb2, order_pb2_grpc
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
+from services.common.server import RunningServer
 from services.common.settings import ServiceSettings
 
 
@@ -62,6 +63,7 @@ class Stack:
     users: user_pb2_grpc.UserServiceStub
     products: product_pb2_grpc.ProductServiceStub
     engine: AsyncEngine
+    product_servers: list[RunningServer] = field(default_factory=list)
 
     async def customer(self) -> str:
         """A new user's id."""

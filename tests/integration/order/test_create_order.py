@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 
 from portico.order.v1 import order_pb2
+from services.common.logs import request_id_var
 
 from .support import Stack, create_request, failure
 
@@ -126,3 +129,31 @@ async def test_an_order_without_items_or_payment_is_invalid(stack: Stack):
     refused = failure(caught.value)
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(refused.fields) == {"items", "payment.token"}
+
+
+class RequestIds(logging.Handler):
+    """Records (method, request id) of every call any in-process server logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Read while the call's context is current: the id is a contextvar, not a field.
+        self.seen.append((getattr(record, "method", ""), request_id_var.get()))
+
+
+async def test_the_request_id_reaches_the_user_and_product_services(stack: Stack):
+    customer, product = await stack.customer(), await stack.product()
+    handler, logger = RequestIds(), logging.getLogger("portico.rpc")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        await stack.orders.CreateOrder(create_request(customer, [(product, 1)]),
+                                       metadata=(("x-request-id", "trace-me-1"),))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    traced = {method.rsplit("/", 1)[-1] for method, rid in handler.seen if rid == "trace-me-1"}
+    assert {"CreateOrder", "GetUser", "ReserveStock"} <= traced
