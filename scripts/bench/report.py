@@ -1,0 +1,114 @@
+"""The results: ratios, a markdown table with the machine it ran on, results.json, and a
+chart (throughput and latency percentiles per scenario)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from scripts.bench.scenarios import Scenario
+
+COLUMNS = ("scenario", "what", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU (cores)",
+           "CPU µs/req", "peak RSS MB", "× floor", "× Envoy", "stale reads")
+
+
+def add_ratios(results: dict[str, dict], plan: list[Scenario]) -> None:
+    """ratio_floor and ratio_envoy: this scenario's requests/s over its reference row's."""
+    for scenario in plan:
+        row = results[scenario.name]
+        for key, reference in (("ratio_floor", scenario.floor), ("ratio_envoy", scenario.envoy)):
+            base = results.get(reference, {}).get("rps") if reference else None
+            row[key] = row["rps"] / base if base else None
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return {"nproc": int(nproc or os.cpu_count() or 0), "cpu": model,
+            "python": platform.python_version(), "kernel": platform.release(),
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _cell(value: object, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def table(results: dict[str, dict], plan: list[Scenario]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for scenario in plan:
+        r = results[scenario.name]
+        cells = [scenario.name, scenario.what, _cell(r["rps"], 0), _cell(r["p50"]),
+                 _cell(r["p90"]), _cell(r["p99"]), _cell(r["errors"]), _cell(r["cpu"]),
+                 _cell(r["cpu_us_per_request"], 0), _cell(r["rss_mb"], 1),
+                 _cell(r["ratio_floor"]), _cell(r["ratio_envoy"]), _cell(r.get("stale_reads"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown(document: dict, plan: list[Scenario]) -> str:
+    m, p, memory = document["machine"], document["profile"], document["memory"]
+    samples = ", ".join(f"{mb:.0f}" for mb in memory["rss_samples_mb"])
+    return "\n".join([
+        f"# Portico benchmark, {m['date']}", "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}. "
+        f"{p['duration']:g} s per scenario{' (smoke mode)' if p['smoke'] else ''}; "
+        f"{p['pinning']}.", "",
+        table(document["scenarios"], plan), "",
+        f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "
+        f"{memory['rss_after_mb']:.1f} MB after {memory['seconds']:g} s of uncached GETs over "
+        f"the whole catalogue ({memory['rps']:,.0f} req/s; samples {samples} MB).", "",
+        "Notes:",
+        *[f"- {note}" for note in p["notes"]], "",
+    ])
+
+
+def chart(document: dict, plan: list[Scenario], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s.name for s in plan]
+    rows = [document["scenarios"][n] for n in names]
+    colours = {"floor": "#999999", "portico": "#1f77b4", "envoy": "#d62728"}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(15, 6), constrained_layout=True)
+    left.barh(names, [r["rps"] for r in rows], color=[colours[s.server] for s in plan])
+    left.invert_yaxis()
+    left.set_xlabel("requests/s")
+    left.set_title("Throughput")
+    height = 0.27
+    for offset, (key, shade) in enumerate((("p50", "#9ecae1"), ("p90", "#4292c6"),
+                                           ("p99", "#08306b"))):
+        left_edges = [i + (offset - 1) * height for i in range(len(names))]
+        right.barh(left_edges, [max(r[key], 0.001) for r in rows], height=height, color=shade,
+                   label=key)
+    right.set_yticks(range(len(names)), names)
+    right.invert_yaxis()
+    right.set_xscale("log")
+    right.set_xlabel("latency, ms (log scale)")
+    right.set_title("Latency percentiles")
+    right.legend()
+    figure.suptitle(f"Portico benchmark, {document['machine']['date']}, "
+                    f"{document['machine']['nproc']} CPUs")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(document: dict, plan: list[Scenario], out: Path) -> str:
+    """Writes results.md, results.json and results.png to `out`; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(document, plan)
+    (out / "results.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    chart(document, plan, out / "results.png")
+    return text

@@ -1,0 +1,169 @@
+"""`make bench`: Portico, a bare FastAPI floor and Envoy's gRPC-JSON transcoder, measured side
+by side in one run on one machine.
+
+    .venv/bin/python -m scripts.bench.run [--duration 10] [--memory-seconds 120] [--out DIR]
+    .venv/bin/python -m scripts.bench.run --smoke     # seconds per scenario: the harness works
+
+It starts the stack in its benchmark profile (stage.py), the floor app and Envoy, seeds 1,000
+products and 100 users, runs every scenario (scenarios.py) for the same duration, then a
+sustained load to see whether the gateway's memory grows, and writes results.md, results.json
+and results.png to the results folder (bench-results/ by default) and prints the table.
+Servers run on one core and load generators on the other where taskset allows. Everything it
+starts is stopped again, on errors and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from services.embedded import find_free_port
+
+from scripts.bench import procs, report
+from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
+from scripts.bench.scenarios import (CONNECTIONS, Servers, run_memory, run_scenario,
+                                     scenarios)
+from scripts.bench.stage import gateway_pid, seed, start_stack
+from scripts.bench.wrk import wrk_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = {"duration": 2.0, "memory_seconds": 3.0, "users": 10}
+
+NOTES = [
+    "Portico runs one gateway worker with every edge policy on (request id, metrics, security "
+    "headers, body limit, JWT authentication, Redis rate limit with limits set so high that it "
+    "never refuses, Redis response cache), at log level WARNING with the access log off; Envoy "
+    "runs one worker thread with the transcoder and router only (no JWT check, no rate limit, "
+    "no cache, no access log).",
+    "Both call the same two instances of each service round-robin; the services, PostgreSQL, "
+    "Redis and SecantusDB are not pinned and share the machine with everything else.",
+    "Uncached Portico GETs send `Cache-Control: no-cache`: each is a real miss (cache lookup, "
+    "gRPC call, cache fill) with the cache on, as in production.",
+    "wrk (1 thread, 32 connections unless \"1 connection\") drives the fixed-path scenarios; the "
+    "read-heavy mix comes from a Python asyncio driver (raw HTTP/1.1 with httptools, 32 "
+    "connections), the same for Portico and Envoy, which checks every answer for stale reads; "
+    "its own CPU use is in results.json (driver_cpu, in cores).",
+    "CPU is the serving process's CPU time over wall time (1.00 = one core busy); CPU µs/req is "
+    "that CPU time per request; peak RSS is VmHWM during the scenario.",
+    "× floor and × Envoy: requests/s over the floor's (the 1-connection floor for "
+    "1-connection rows) and over Envoy's same GETs (its mix for the mix).",
+]
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Portico next to a FastAPI floor and Envoy")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per scenario")
+    parser.add_argument("--memory-seconds", type=float, default=120.0,
+                        help="seconds of sustained load for the memory check")
+    parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a couple of seconds per scenario: proves the harness runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.memory_seconds, args.users = (
+            SMOKE["duration"], SMOKE["memory_seconds"], min(args.users, SMOKE["users"]))
+    if not (1 <= args.duration <= 3600 and 1 <= args.memory_seconds <= 3600):
+        parser.error("--duration and --memory-seconds must be within 1..3600 seconds")
+    return args
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _wait_for(url: str, *, process: procs.subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited with code {process.returncode}")
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    pinning = procs.Pinning.detect()
+    wrk_path(), envoy_binary()  # missing tools stop the run before anything starts
+    with contextlib.ExitStack() as running:
+        _say("starting the stack (benchmark profile) ...")
+        descriptor = write_descriptor(workdir / "portico.pb")
+        stack = start_stack(workdir)
+        running.callback(stack.stop)
+        gateway = gateway_pid(stack)
+        pinning.pin_server(gateway)
+        floor_port = find_free_port()
+        floor = procs.spawn(pinning.server([sys.executable, "-m", "scripts.bench.floor_app",
+                                            "--port", str(floor_port)]),
+                            log=workdir / "floor.log", cwd=ROOT)
+        running.callback(procs.stop, floor)
+        envoy = EnvoyProcess(workdir, descriptor=descriptor, addresses=stack.addresses,
+                             pinning=pinning)
+        running.callback(envoy.stop)
+        _say(f"seeding {args.products} products and {args.users} users ...")
+        catalogue = seed(stack, products=args.products, users=args.users)
+        floor_url = f"http://127.0.0.1:{floor_port}"
+        _wait_for(f"{floor_url}/products/P0000", process=floor)
+        envoy.wait_ready()
+        servers = Servers(urls={"floor": floor_url, "portico": stack.gateway_url,
+                                "envoy": envoy.url},
+                          pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid})
+        rss_start = procs.memory_mb(gateway)
+        plan = scenarios(catalogue)
+        results = {}
+        for scenario in plan:
+            _say(f"{scenario.name}: {args.duration:g} s ...")
+            results[scenario.name] = run_scenario(scenario, servers, catalogue,
+                                                  duration=args.duration, pinning=pinning,
+                                                  workdir=workdir)
+        _say(f"memory: {args.memory_seconds:g} s of sustained load ...")
+        memory = run_memory(stack.gateway_url, gateway, catalogue, seconds=args.memory_seconds,
+                            pinning=pinning)
+        memory["rss_at_start_mb"] = rss_start
+        _say("stopping ...")
+    report.add_ratios(results, plan)
+    profile = {"duration": args.duration, "memory_seconds": args.memory_seconds,
+               "smoke": args.smoke, "connections": CONNECTIONS, "products": args.products,
+               "users": args.users, "pinning": pinning.describe(), "notes": NOTES}
+    document = {"scenarios": results, "memory": memory, "machine": report.machine(),
+                "profile": profile}
+    print(report.write(document, plan, args.out), flush=True)
+    _say(f"results in {args.out}/ (results.md, results.json, results.png)")
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    _stop_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="portico-bench-"))
+    try:
+        run(args, workdir)
+    except KeyboardInterrupt:
+        _say(f"interrupted; logs kept in {workdir}")
+        return 130
+    except BaseException:
+        _say(f"failed; logs kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The scenarios, side by side in one run, and how each is measured.
+
+Each scenario is a load (wrk for the fixed paths; the Python mix driver for the read-heavy mix)
+against one server (the floor app, the gateway or Envoy), and reports requests/s, latency
+percentiles, errors, and that server process's CPU (cores used, and CPU microseconds per
+request) and peak resident memory during the scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from scripts.bench import procs
+from scripts.bench.stage import Catalogue
+from scripts.bench.wrk import Load, run_wrk
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHED_IDS = 10  # the cached scenario's working set: every request a hit
+CONNECTIONS = 32
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table: `server` is "floor", "portico" or "envoy"; `load` a wrk Load, or
+    None for the read-heavy mix. `floor` and `envoy` name the rows its ratios are taken to."""
+
+    name: str
+    what: str
+    server: str
+    load: Load | None
+    floor: str | None = "floor"
+    envoy: str | None = None
+    warm: bool = False       # request each id once first, so the cache holds them
+    price_base: int = 0      # the mix: prices written start above this
+
+
+def scenarios(catalogue: Catalogue) -> list[Scenario]:
+    hot = catalogue.products[:CACHED_IDS]
+    every = catalogue.products
+    admin = {"Authorization": f"Bearer {catalogue.admin_token}"}
+    order = ('{"items": [{"product_id": "{id}", "quantity": 1}], '
+             '"payment": {"token": "tok_visa"}}')
+    product, user = "/products/{id}", "/users/{id}"
+    return [
+        Scenario("floor", "bare FastAPI + orjson, GET", "floor", Load(product, ids=hot)),
+        Scenario("floor-c1", "the same, 1 connection", "floor",
+                 Load(product, ids=hot, connections=1)),
+        Scenario("portico-cached", "GET /products/{id}, cache hits", "portico",
+                 Load(product, ids=hot), envoy="envoy-products", warm=True),
+        Scenario("portico-cached-c1", "the same, 1 connection", "portico",
+                 Load(product, ids=hot, connections=1), floor="floor-c1", warm=True),
+        Scenario("portico-uncached-products", "GET /products/{id}, Cache-Control: no-cache",
+                 "portico", Load(product, ids=every, headers={"Cache-Control": "no-cache"}),
+                 envoy="envoy-products"),
+        Scenario("portico-uncached-users", "GET /users/{id} with a JWT", "portico",
+                 Load(user, ids=catalogue.users, headers=admin), envoy="envoy-users"),
+        Scenario("envoy-products", "GET /products/{id} via grpc_json_transcoder", "envoy",
+                 Load(product, ids=every)),
+        Scenario("envoy-users", "GET /users/{id} via grpc_json_transcoder (no JWT check)",
+                 "envoy", Load(user, ids=catalogue.users)),
+        Scenario("portico-write", "POST /orders, tok_visa", "portico",
+                 Load("/orders", method="POST", ids=catalogue.write_products, body=order,
+                      headers={"Authorization": f"Bearer {catalogue.customer_token}"})),
+        Scenario("mix-portico", "95% GET (Zipf 1.1) / 5% PUT price", "portico", None,
+                 envoy="mix-envoy", price_base=100_000),
+        Scenario("mix-envoy", "95% GET (Zipf 1.1) / 5% PUT price", "envoy", None,
+                 price_base=10_000_000),
+    ]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where each server answers and which process it is."""
+
+    urls: dict[str, str]
+    pids: dict[str, int]
+
+
+def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
+                 duration: float, pinning: procs.Pinning, workdir: Path) -> dict:
+    url, pid = servers.urls[scenario.server], servers.pids[scenario.server]
+    if scenario.warm and scenario.load is not None:
+        _warm(url, scenario.load)
+    if scenario.load is not None:
+        def action() -> dict:
+            return run_wrk(url, scenario.load, duration=duration, pinning=pinning)
+    else:
+        def action() -> dict:
+            return run_mix(url, scenario, catalogue, duration=duration, pinning=pinning,
+                           workdir=workdir)
+    return measured(pid, action)
+
+
+def measured(pid: int, action: Callable[[], dict]) -> dict:
+    """Runs `action`, adding the CPU and peak memory of process `pid` while it ran."""
+    procs.reset_peak_memory(pid)
+    cpu, started = procs.cpu_seconds(pid), time.monotonic()
+    result = action()
+    cpu, wall = procs.cpu_seconds(pid) - cpu, time.monotonic() - started
+    requests = result.get("requests") or 0
+    return {**result, "cpu": cpu / wall,
+            "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
+            "rss_mb": procs.memory_mb(pid, "VmHWM")}
+
+
+def _warm(url: str, load: Load) -> None:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for id in load.ids:
+            client.request(load.method, load.path.replace("{id}", id),
+                           headers=load.headers).raise_for_status()
+
+
+def run_mix(url: str, scenario: Scenario, catalogue: Catalogue, *, duration: float,
+            pinning: procs.Pinning, workdir: Path) -> dict:
+    """The Python mix driver as a process of its own, on the load generator's core."""
+    out = workdir / f"{scenario.name}.json"
+    command = [sys.executable, "-m", "scripts.bench.mix", "--url", url,
+               "--products", ",".join(catalogue.products), "--duration", str(duration),
+               "--connections", str(CONNECTIONS), "--price-base", str(scenario.price_base),
+               "--out", str(out)]
+    if scenario.server == "portico":
+        command += ["--admin-token", catalogue.admin_token]
+    subprocess.run(pinning.load(command), check=True, cwd=ROOT, timeout=duration + 120)
+    return json.loads(out.read_text())
+
+
+def run_memory(url: str, pid: int, catalogue: Catalogue, *, seconds: float,
+               pinning: procs.Pinning, samples: int = 10) -> dict:
+    """The gateway's resident memory before, during and after a sustained uncached load over
+    the whole catalogue (gRPC calls, cache fills, the rate limiter on every request)."""
+    load = Load("/products/{id}", ids=catalogue.products, headers={"Cache-Control": "no-cache"})
+    before = procs.memory_mb(pid)
+    readings: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(seconds / samples):
+            readings.append(round(procs.memory_mb(pid), 1))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = run_wrk(url, load, duration=seconds, pinning=pinning)
+    finally:
+        done.set()
+        sampler.join()
+    return {"seconds": seconds, "rps": result["rps"], "errors": result["errors"],
+            "rss_before_mb": before, "rss_after_mb": procs.memory_mb(pid),
+            "rss_samples_mb": readings}

@@ -1,0 +1,125 @@
+"""The stage the scenarios play on: the stack in its benchmark profile, and its seed data.
+
+The profile: one gateway worker, two instances of each service, private PostgreSQL (no fsync),
+Redis and SecantusDB on free ports, the first admin from the settings. Every edge policy stays
+on, with limits high enough that the rate limiter runs on every request but never refuses.
+Logging is at WARNING with the access log off, for the gateway and the services alike: writing
+a log line per request costs CPU that Envoy (run without an access log) would not pay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+
+from portico.product.v1 import product_pb2, product_pb2_grpc
+from portico.user.v1 import user_pb2, user_pb2_grpc
+from services.common.clients import service_channel
+from services.stack import Stack, StackConfig
+
+ADMIN_EMAIL = "bench-admin@portico.test"
+ADMIN_PASSWORD = "bench-admin-password-1"
+CUSTOMER_PASSWORD = "bench-customer-password-1"
+SEED_PRICE = "10.00"
+
+BENCH_SETTINGS = {
+    "PORTICO_ADMIN_EMAIL": ADMIN_EMAIL,
+    "PORTICO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    "PORTICO_RATE_LIMIT_ENABLED": "true",
+    "PORTICO_RATE_LIMIT_RATE": "1000000",
+    "PORTICO_RATE_LIMIT_BURST": "1000000",
+    "PORTICO_LOGIN_RATE_LIMIT_RATE": "1000",
+    "PORTICO_LOGIN_RATE_LIMIT_BURST": "1000",
+    "PORTICO_CACHE_ENABLED": "true",
+    "PORTICO_LOG_LEVEL": "WARNING",
+    "PORTICO_ACCESS_LOG": "false",
+}
+# The benchmark always runs on databases of its own, whatever the environment names.
+_EXTERNAL = ("PORTICO_DATABASE_URL", "PORTICO_REDIS_URL", "PORTICO_MONGODB_URI")
+
+
+def start_stack(workdir: Path) -> Stack:
+    """The stack in the benchmark profile, its state and logs under `workdir`."""
+    for variable in _EXTERNAL:
+        os.environ.pop(variable, None)
+    # As root, PostgreSQL runs as `postgres`, which must be able to walk down to its data.
+    workdir.chmod(0o755)
+    config = StackConfig(state_dir=workdir / "state", gateway_port=0, gateway_workers=1,
+                         instances=2, base_ports={"user": 0, "product": 0, "order": 0},
+                         env=dict(BENCH_SETTINGS), log_dir=workdir / "logs",
+                         fast_databases=True)
+    return Stack(config).start()
+
+
+def gateway_pid(stack: Stack) -> int:
+    """The gateway's process: with one worker, uvicorn serves in `portico gateway` itself."""
+    return stack.children["gateway"].process.pid
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What the scenarios use: ids, and tokens for an admin and a customer."""
+
+    products: list[str]        # P0000.., ordered by popularity for the mix
+    write_products: list[str]  # W000..: plenty of stock, ordered by the write scenario
+    users: list[str]
+    admin_token: str
+    customer_token: str
+
+
+def seed(stack: Stack, *, products: int, users: int, write_products: int = 10) -> Catalogue:
+    """Creates the products and users straight over gRPC (the fastest way in), then signs the
+    admin and one customer in through the gateway."""
+    product_ids = [f"P{i:04d}" for i in range(products)]
+    write_ids = [f"W{i:03d}" for i in range(write_products)]
+    user_ids = asyncio.run(_seed(stack, product_ids, write_ids, users))
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
+        admin = _login(api, ADMIN_EMAIL, ADMIN_PASSWORD)
+        customer = _login(api, _customer_email(0), CUSTOMER_PASSWORD)
+    return Catalogue(product_ids, write_ids, user_ids, admin, customer)
+
+
+def _customer_email(index: int) -> str:
+    return f"bench-customer-{index:03d}@portico.test"
+
+
+def _login(api: httpx.Client, email: str, password: str) -> str:
+    answer = api.post("/auth/login", json={"email": email, "password": password})
+    answer.raise_for_status()
+    return answer.json()["access_token"]
+
+
+async def _seed(stack: Stack, product_ids: list[str], write_ids: list[str],
+                users: int) -> list[str]:
+    products = service_channel(stack.addresses["product"], "portico.product.v1.ProductService")
+    people = service_channel(stack.addresses["user"], "portico.user.v1.UserService")
+    limit = asyncio.Semaphore(16)
+    try:
+        product_stub = product_pb2_grpc.ProductServiceStub(products)
+        user_stub = user_pb2_grpc.UserServiceStub(people)
+
+        async def product(pid: str, stock: int) -> None:
+            async with limit:
+                await product_stub.CreateProduct(product_pb2.CreateProductRequest(
+                    id=pid, name=f"Product {pid}", price=SEED_PRICE, stock=stock), timeout=30)
+
+        async def user(index: int) -> str:
+            async with limit:
+                created = await user_stub.CreateUser(user_pb2.CreateUserRequest(
+                    name=f"Customer {index}", email=_customer_email(index),
+                    password=CUSTOMER_PASSWORD), timeout=60)
+                return created.user.id
+
+        await asyncio.gather(*(product(p, 1_000_000) for p in product_ids),
+                             *(product(w, 1_000_000_000) for w in write_ids))
+        return list(await asyncio.gather(*(user(i) for i in range(users))))
+    except grpc.aio.AioRpcError as error:
+        raise RuntimeError(f"seeding failed: {error.code().name} {error.details()}") from error
+    finally:
+        await products.close()
+        await people.close()
