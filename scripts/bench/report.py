@@ -82,7 +82,8 @@ def chart(document: dict, plan: list[Scenario], path: Path) -> None:
     rows = [document["scenarios"][n] for n in names]
     colours = {"floor": "#999999", "portico": "#1f77b4", "envoy": "#d62728"}
     figure, (left, right) = plt.subplots(1, 2, figsize=(15, 6), constrained_layout=True)
-    left.barh(names, [r["rps"] for r in rows], color=[colours[s.server] for s in plan])
+    bars = left.barh(names, [r["rps"] for r in rows], color=[colours[s.server] for s in plan])
+    left.bar_label(bars, fmt="{:,.0f}", padding=3)
     left.invert_yaxis()
     left.set_xlabel("requests/s")
     left.set_title("Throughput")

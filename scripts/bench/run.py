@@ -35,7 +35,7 @@ from scripts.bench.stage import gateway_pid, seed, start_stack
 from scripts.bench.wrk import wrk_path
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = {"duration": 2.0, "memory_seconds": 3.0, "users": 10}
+SMOKE = {"duration": 1.0, "memory_seconds": 2.0, "users": 10}
 
 NOTES = [
     "Portico runs one gateway worker with every edge policy on (request id, metrics, security "

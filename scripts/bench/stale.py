@@ -49,15 +49,23 @@ class StaleReadCounter:
     def reads(self) -> int:
         return len(self._reads)
 
-    def stale(self) -> list[StaleRead]:
-        """Every stale read, in the order the reads were recorded."""
+    def audit(self) -> tuple[list[StaleRead], int]:
+        """Every stale read, in the order the reads were recorded, and how many reads were owed
+        a value at all (started after some acknowledged write of their product): the reads
+        that could have been stale."""
         history = {product: _History(writes) for product, writes in self._writes.items()}
-        found = []
+        found, owing = [], 0
         for product, value, started in self._reads:
             owed = history[product].owed(started) if product in history else None
-            if owed is not None and value < owed:
+            if owed is None:
+                continue
+            owing += 1
+            if value < owed:
                 found.append(StaleRead(product, started, value, owed))
-        return found
+        return found, owing
+
+    def stale(self) -> list[StaleRead]:
+        return self.audit()[0]
 
     def count(self) -> int:
         return len(self.stale())

@@ -58,3 +58,14 @@ def test_writes_recorded_out_of_completion_order_are_sorted():
     counter.read("P1", Decimal("11.00"), started=7.0)
 
     assert counter.count() == 1
+
+
+def test_the_audit_says_how_many_reads_could_have_been_stale():
+    counter = history()
+    counter.read("P1", Decimal("10.00"), started=1.0)  # owed nothing yet
+    counter.read("P1", Decimal("12.00"), started=6.0)
+    counter.read("P1", Decimal("10.00"), started=6.0)
+
+    stale, owing = counter.audit()
+    assert owing == 2
+    assert [read.value for read in stale] == [Decimal("10.00")]

@@ -1,0 +1,43 @@
+"""`make bench` in smoke mode, end to end, so the harness cannot rot: it starts its own stack,
+Envoy and floor app, runs every scenario for a second, writes its results and stops everything.
+Speeds are never asserted; the read-heavy mix through Portico must read nothing stale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ("floor", "floor-c1", "portico-cached", "portico-cached-c1",
+             "portico-uncached-products", "portico-uncached-users", "envoy-products",
+             "envoy-users", "portico-write", "mix-portico", "mix-envoy")
+
+
+def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_stale(
+        tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "scripts.bench.run", "--smoke", "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    scenarios = results["scenarios"]
+    assert set(scenarios) == set(SCENARIOS)
+    for name, figures in scenarios.items():
+        assert figures["rps"] > 0, name
+        assert figures["p50"] <= figures["p90"] <= figures["p99"], name
+        assert figures["cpu"] > 0 and figures["rss_mb"] > 0, name
+    assert scenarios["floor"]["ratio_floor"] == 1.0
+    assert scenarios["portico-uncached-products"]["ratio_envoy"] > 0
+
+    mix = scenarios["mix-portico"]
+    assert mix["puts"] > 0 and mix["gets"] > 0
+    assert mix["stale_reads"] == 0, mix["stale_examples"]
+    assert results["memory"]["rss_before_mb"] > 0 and results["memory"]["rss_after_mb"] > 0
+
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in SCENARIOS)
+    assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert "| floor |" in done.stdout  # the table is printed too
