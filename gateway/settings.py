@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.common.settings import AddressList, split_addresses
 
@@ -48,7 +50,7 @@ class GatewaySettings(BaseSettings):
     login_rate_limit_burst: int = Field(5, ge=1)
     # On a Redis outage: serve on a per-process bucket (fail-open) or refuse with 503.
     rate_limit_fail_open: bool = True
-    trusted_proxies: list[str] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Response cache of public GETs.
     cache_enabled: bool = True
@@ -57,7 +59,7 @@ class GatewaySettings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # HTTPS: both or neither.
     tls_cert_file: Path | None = None
@@ -72,7 +74,10 @@ class GatewaySettings(BaseSettings):
     @field_validator("trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        # NoDecode: the environment's string arrives here as is, comma list or JSON array.
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
