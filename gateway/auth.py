@@ -84,7 +84,9 @@ def _invalid(detail: str) -> Problem:
 
 
 class AuthMiddleware:
-    """Puts the caller's Principal (or None) in scope["state"]["principal"]."""
+    """Puts the caller's Principal (or None) in scope["state"]["principal"]. A bad token's 401
+    is left in scope["state"]["auth_problem"] for RefuseBadTokens, further in the chain: the
+    rate limiter between the two then counts (and limits) requests with bad tokens too."""
 
     def __init__(self, app: ASGIApp, *, verifier: TokenVerifier) -> None:
         self.app = app
@@ -104,10 +106,24 @@ class AuthMiddleware:
                     raise _invalid("use an Authorization: Bearer <token> header")
                 principal = self.verifier.verify(token.strip())
             except Problem as problem:
-                await send_problem(send, problem, instance=scope["path"],
-                                   request_id=state.get("request_id", "-"))
-                return
+                state["auth_problem"] = problem
         state["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+class RefuseBadTokens:
+    """Answers the 401 AuthMiddleware found, before anything else can see the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.get("state", {})
+        problem = state.get("auth_problem") if scope["type"] == "http" else None
+        if problem is not None:
+            await send_problem(send, problem, instance=scope["path"],
+                               request_id=state.get("request_id", "-"))
+            return
         await self.app(scope, receive, send)
 
 

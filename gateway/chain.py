@@ -1,7 +1,10 @@
 """The edge chain, in order: the one place where the order of the middlewares is decided.
 
 request id -> access log + metrics -> security headers -> CORS -> body-size limit -> JSON-only
-writes -> authentication -> rate limit -> response cache -> route
+writes -> authentication -> rate limit -> refusal of bad tokens -> response cache -> route
+
+A bad token is refused after the rate limiter, so that requests carrying one are limited (and
+answered with RateLimit-* headers) like any other.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from gateway.access import AccessMiddleware, RouteLabels
-from gateway.auth import AuthMiddleware, TokenVerifier
+from gateway.auth import AuthMiddleware, RefuseBadTokens, TokenVerifier
 from gateway.guards import BodyLimitMiddleware, JsonBodyMiddleware
 from gateway.requestid import RequestIdMiddleware
 from gateway.security import SecurityHeadersMiddleware
@@ -49,5 +52,6 @@ def build_chain(settings: GatewaySettings, *, verifier: TokenVerifier, labels: R
         Middleware(JsonBodyMiddleware),
         Middleware(AuthMiddleware, verifier=verifier),
     ]
-    chain += [m for m in (policies.rate_limit, policies.cache) if m is not None]
+    chain += [m for m in (policies.rate_limit, Middleware(RefuseBadTokens), policies.cache)
+              if m is not None]
     return chain
