@@ -131,7 +131,7 @@ class ServicePool:
     def _set_health(self, instance: Instance, healthy: bool) -> None:
         if instance.healthy != healthy:
             log.log(logging.INFO if healthy else logging.WARNING, "instance health changed",
-                    extra={"service": self.label, "instance": instance.address,
+                    extra={"upstream": self.label, "instance": instance.address,
                            "healthy": healthy})
         instance.healthy = healthy
         metrics.UPSTREAM_HEALTHY.labels(service=self.label, instance=instance.address).set(

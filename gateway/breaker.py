@@ -10,11 +10,13 @@ half-open, at most one trial call is in flight.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pybreaker
 
 from gateway import metrics
 
+log = logging.getLogger("portico.gateway.breaker")
 
 class ServerSideFailure(Exception):
     """An outcome that counts against an instance (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...)."""
@@ -25,6 +27,9 @@ class _Listener(pybreaker.CircuitBreakerListener):
         self._labels = {"service": service, "instance": instance}
 
     def state_change(self, cb, old_state, new_state) -> None:
+        log.log(logging.INFO if new_state.name == "closed" else logging.WARNING,
+                "circuit breaker %s", new_state.name,
+                extra={"upstream": self._labels["service"], "instance": self._labels["instance"]})
         metrics.BREAKER_STATE.labels(**self._labels).set(metrics.BREAKER_STATES[new_state.name])
         metrics.BREAKER_TRANSITIONS.labels(**self._labels, state=new_state.name).inc()
 
