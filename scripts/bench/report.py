@@ -61,7 +61,8 @@ def markdown(document: dict, plan: list[Scenario]) -> str:
     return "\n".join([
         f"# Portico benchmark, {m['date']}", "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}. "
-        f"{p['duration']:g} s per scenario{' (smoke mode)' if p['smoke'] else ''}; "
+        f"{p['duration']:g} s per scenario{' (smoke mode)' if p['smoke'] else ''}"
+        f"{' (with py-spy sampling the gateway)' if p['profiled'] else ''}; "
         f"{p['pinning']}.", "",
         table(document["scenarios"], plan), "",
         f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "

@@ -20,14 +20,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from services.embedded import find_free_port
 
-from scripts.bench import procs, report
+from scripts.bench import procs, profiling, report
 from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
 from scripts.bench.scenarios import (CONNECTIONS, Servers, run_memory, run_scenario,
                                      scenarios)
@@ -66,6 +68,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy profiles of the gateway during the Portico scenarios")
     parser.add_argument("--smoke", action="store_true",
                         help="a couple of seconds per scenario: proves the harness runs")
     args = parser.parse_args(argv)
@@ -77,13 +81,27 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_sigterm() -> None:
+def _interruptible() -> None:
+    """SIGTERM, and SIGINT even when started in the background, stop the run cleanly."""
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
-def _wait_for(url: str, *, process: procs.subprocess.Popen, timeout: float = 30.0) -> None:
+def _uninterrupted(stop: Callable[[], object]) -> None:
+    """Runs a clean-up step with SIGINT and SIGTERM held off, so a second Ctrl-C cannot leave
+    half the children running."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+    try:
+        stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait_for(url: str, *, process: subprocess.Popen, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -102,21 +120,24 @@ def _say(text: str) -> None:
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     pinning = procs.Pinning.detect()
     wrk_path(), envoy_binary()  # missing tools stop the run before anything starts
+    if args.profile is not None:
+        profiling.py_spy()
+        args.profile.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as running:
         _say("starting the stack (benchmark profile) ...")
         descriptor = write_descriptor(workdir / "portico.pb")
         stack = start_stack(workdir)
-        running.callback(stack.stop)
+        running.callback(_uninterrupted, stack.stop)
         gateway = gateway_pid(stack)
         pinning.pin_server(gateway)
         floor_port = find_free_port()
         floor = procs.spawn(pinning.server([sys.executable, "-m", "scripts.bench.floor_app",
                                             "--port", str(floor_port)]),
                             log=workdir / "floor.log", cwd=ROOT)
-        running.callback(procs.stop, floor)
+        running.callback(_uninterrupted, lambda: procs.stop(floor))
         envoy = EnvoyProcess(workdir, descriptor=descriptor, addresses=stack.addresses,
                              pinning=pinning)
-        running.callback(envoy.stop)
+        running.callback(_uninterrupted, envoy.stop)
         _say(f"seeding {args.products} products and {args.users} users ...")
         catalogue = seed(stack, products=args.products, users=args.users)
         floor_url = f"http://127.0.0.1:{floor_port}"
@@ -132,7 +153,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             _say(f"{scenario.name}: {args.duration:g} s ...")
             results[scenario.name] = run_scenario(scenario, servers, catalogue,
                                                   duration=args.duration, pinning=pinning,
-                                                  workdir=workdir)
+                                                  workdir=workdir, profile_dir=args.profile)
         _say(f"memory: {args.memory_seconds:g} s of sustained load ...")
         memory = run_memory(stack.gateway_url, gateway, catalogue, seconds=args.memory_seconds,
                             pinning=pinning)
@@ -140,6 +161,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         _say("stopping ...")
     report.add_ratios(results, plan)
     profile = {"duration": args.duration, "memory_seconds": args.memory_seconds,
+               "profiled": args.profile is not None,
                "smoke": args.smoke, "connections": CONNECTIONS, "products": args.products,
                "users": args.users, "pinning": pinning.describe(), "notes": NOTES}
     document = {"scenarios": results, "memory": memory, "machine": report.machine(),
@@ -151,7 +173,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    _stop_on_sigterm()
+    _interruptible()
     workdir = Path(tempfile.mkdtemp(prefix="portico-bench-"))
     try:
         run(args, workdir)

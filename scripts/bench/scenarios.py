@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from scripts.bench import procs
+from scripts.bench import procs, profiling
 from scripts.bench.stage import Catalogue
 from scripts.bench.wrk import Load, run_wrk
 
@@ -86,7 +86,10 @@ class Servers:
 
 
 def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
-                 duration: float, pinning: procs.Pinning, workdir: Path) -> dict:
+                 duration: float, pinning: procs.Pinning, workdir: Path,
+                 profile_dir: Path | None = None) -> dict:
+    """Runs one scenario; with `profile_dir`, py-spy samples the gateway meanwhile (Portico
+    scenarios only) into <name>.txt, summarised in <name>.summary.txt."""
     url, pid = servers.urls[scenario.server], servers.pids[scenario.server]
     if scenario.warm and scenario.load is not None:
         _warm(url, scenario.load)
@@ -97,7 +100,17 @@ def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
         def action() -> dict:
             return run_mix(url, scenario, catalogue, duration=duration, pinning=pinning,
                            workdir=workdir)
-    return measured(pid, action)
+    if profile_dir is None or scenario.server != "portico":
+        return measured(pid, action)
+    raw = profile_dir / f"{scenario.name}.txt"
+    sampler = profiling.record(pid, raw, seconds=duration, pinning=pinning)
+    try:
+        result = measured(pid, action)
+    finally:
+        sampler.wait(timeout=duration + 60)
+    if raw.exists():
+        raw.with_suffix(".summary.txt").write_text(profiling.summary(raw))
+    return result
 
 
 def measured(pid: int, action: Callable[[], dict]) -> dict:
