@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,6 +16,8 @@ from gateway.errors import Problem, from_rpc_error
 from gateway.routes.table import Access, Route
 from gateway.transcode import TranscodeError, to_json, to_message
 from gateway.upstream import CallPolicy, Upstream
+
+log = logging.getLogger("portico.gateway.dispatch")
 
 
 class Dispatcher:
@@ -35,6 +38,9 @@ class Dispatcher:
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         except NoInstanceAvailable as error:
+            pool = self.upstream.pools[route.service]
+            log.warning("no usable instance", extra={"upstream": route.service, "instances": [
+                (i.address, i.healthy, i.breaker.state) for i in pool.instances]})
             raise Problem(503, f"no instance of the {error.service} service is available",
                           code="NO_INSTANCE",
                           headers={"Retry-After": str(max(1, round(error.retry_after)))}) from None

@@ -18,6 +18,17 @@ from services.common.interceptors import RequestContextInterceptor
 
 log = logging.getLogger("portico.server")
 
+_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    # Clients (the gateway, the order service) ping idle connections every 30 s to find dead
+    # ones. By default a server counts a ping less than 5 minutes after the last one as a
+    # strike and, at the third, sends GOAWAY too_many_pings: every call in flight on that
+    # connection then fails (seen every 2 minutes on an idle stack). Accept the pings.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
 # (add_XServicer_to_server, servicer instance, full service name from the descriptor)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
 
@@ -41,10 +52,7 @@ async def create_server(
     registrations: Sequence[Registration], *, host: str = "127.0.0.1", port: int = 0
 ) -> RunningServer:
     """Starts a grpc.aio server for the given servicers; port 0 binds a free port."""
-    server = grpc.aio.server(
-        interceptors=[RequestContextInterceptor()],
-        options=[("grpc.so_reuseport", 0)],
-    )
+    server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

@@ -1,0 +1,34 @@
+"""Servers accept the keepalive pings of long-lived client channels (the gateway pings every
+30 s). gRPC's default server policy answers frequent pings with GOAWAY too_many_pings, which
+breaks every call in flight; here a client pinging every second keeps its stream for good."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.server import create_server
+
+
+async def test_frequent_keepalive_pings_do_not_break_a_stream() -> None:
+    running = await create_server([])
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[
+        ("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 2000),
+        ("grpc.http2.max_pings_without_data", 0), ("grpc.keepalive_permit_without_calls", 1)])
+    try:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        first = await stream.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        # A default server would have sent GOAWAY after the third ping, ending the stream.
+        try:
+            await asyncio.wait_for(stream.read(), timeout=6)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("the stream ended or changed while idle")
+        stream.cancel()
+    finally:
+        await channel.close()
+        await running.stop(0)
