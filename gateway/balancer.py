@@ -27,6 +27,9 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
 @dataclass(eq=False)
 class Instance:
     """One instance of a service: its channel, breaker and last known health."""
@@ -109,7 +112,7 @@ class ServicePool:
         while True:
             try:
                 async for answer in stub.Watch(request):
-                    self._set_health(instance, answer.status == health_pb2.HealthCheckResponse.SERVING)
+                    self._set_health(instance, answer.status == _SERVING)
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                     await self._poll(instance, stub, request, interval)
@@ -122,7 +125,7 @@ class ServicePool:
         while True:
             try:
                 answer = await stub.Check(request, timeout=interval)
-                healthy = answer.status == health_pb2.HealthCheckResponse.SERVING
+                healthy = answer.status == _SERVING
             except grpc.aio.AioRpcError:
                 healthy = False
             self._set_health(instance, healthy)

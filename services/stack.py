@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from services.embedded import (EmbeddedServer, PostgresServer, RedisServer, SecantusServer,
-                               find_free_port)
+from services.embedded import (
+    EmbeddedServer,
+    PostgresServer,
+    RedisServer,
+    SecantusServer,
+    find_free_port,
+)
 
 SERVICES = ("user", "product", "order")
 DEFAULT_BASE_PORTS = {"user": 50051, "product": 50061, "order": 50071}

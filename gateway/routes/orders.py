@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from gateway.errors import Problem
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, PathId, Cursor, Id, Limit, add, without_none
+from gateway.routes.schemas import STRICT, Cursor, Id, Limit, PathId, add, without_none
 from gateway.routes.table import Access, Route
 from portico.order.v1 import order_pb2 as pb
 from portico.order.v1 import order_pb2_grpc as grpc_pb

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, PathId, Cursor, Id, Limit, Money, Name, add, without_none
+from gateway.routes.schemas import STRICT, Cursor, Id, Limit, Money, Name, PathId, add, without_none
 from gateway.routes.table import Access, Route
 from portico.product.v1 import product_pb2 as pb
 from portico.product.v1 import product_pb2_grpc as grpc_pb

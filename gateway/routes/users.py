@@ -10,7 +10,7 @@ from pydantic import BaseModel, StringConstraints
 
 from gateway.errors import Problem
 from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, PathId, Cursor, Limit, Name, add, without_none
+from gateway.routes.schemas import STRICT, Cursor, Limit, Name, PathId, add, without_none
 from gateway.routes.table import Access, Route
 from portico.user.v1 import user_pb2 as pb
 from portico.user.v1 import user_pb2_grpc as grpc_pb

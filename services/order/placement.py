@@ -24,10 +24,22 @@ from collections.abc import Sequence
 from decimal import Decimal
 
 from services.common.errors import (
-    AlreadyExists, Aborted, FailedPrecondition, ServiceError, Unavailable,
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    ServiceError,
+    Unavailable,
 )
 from services.order.models import (
-    CENT, FAILED, MAX_AMOUNT, PENDING, Failure, NewOrder, Order, OrderLine, ReservedLine,
+    CENT,
+    FAILED,
+    MAX_AMOUNT,
+    PENDING,
+    Failure,
+    NewOrder,
+    Order,
+    OrderLine,
+    ReservedLine,
 )
 from services.order.payments import PaymentDeclined, PaymentProcessor, PaymentUnavailable
 from services.order.settlement import Settlement

@@ -9,7 +9,6 @@ from pathlib import Path
 from portico.order.v1 import order_pb2_grpc
 from portico.product.v1 import product_pb2_grpc
 from portico.user.v1 import user_pb2_grpc
-
 from services.common.clients import service_channel
 from services.common.db import async_engine, upgrade
 from services.common.server import RunningServer, create_server

@@ -4,8 +4,8 @@ rules beyond translation; errors are raised as ServiceErrors for the interceptor
 from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
-from portico.order.v1 import order_pb2, order_pb2_grpc
 
+from portico.order.v1 import order_pb2, order_pb2_grpc
 from services.common.errors import NotFound
 from services.order import validation
 from services.order.lifecycle import OrderLifecycle

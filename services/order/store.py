@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.common.errors import NotFound
 from services.order.models import (
-    CONFIRMED, FAILED, PENDING, SETTLED_STATUSES, VISIBLE_STATUSES, Failure, NewOrder, Order,
+    CONFIRMED,
+    FAILED,
+    PENDING,
+    SETTLED_STATUSES,
+    VISIBLE_STATUSES,
+    Failure,
+    NewOrder,
+    Order,
     OrderLine,
 )
 

@@ -15,12 +15,16 @@ from decimal import Decimal, InvalidOperation
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
-
 from services.common.clients import outgoing
 from services.common.errors import (
-    FailedPrecondition, InvalidArgument, NotFound, ServiceError, Unavailable,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
 )
 from services.order.models import ReservedLine
 

@@ -59,15 +59,16 @@ def start_stack(tmp: Path, *, pg_url: str, redis_url: str, mongo_uri: str,
 def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str, redis_url: str,
           mongo_uri: str) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
-    running, name = start_stack(tmp, pg_url=pg_url, redis_url=_db(redis_url, 1),
+    running, name = start_stack(tmp, pg_url=pg_url, redis_url=redis_db(redis_url, 1),
                                 mongo_uri=mongo_uri)
     yield running
     running.stop()
     drop_database(pg_url, name)
 
 
-def _db(redis_url: str, index: int) -> str:
-    """The same Redis server, another logical database (keeps e2e keys apart)."""
+def redis_db(redis_url: str, index: int) -> str:
+    """The same Redis server, another logical database: a stack's buckets and cache entries
+    stay apart from another's."""
     base, _, last = redis_url.rstrip("/").rpartition("/")
     return f"{base}/{index}" if last.isdigit() else f"{redis_url.rstrip('/')}/{index}"
 

@@ -2,8 +2,6 @@
 the edge or straight over gRPC), one upstream call for many concurrent misses, private data
 never shared, and stale-if-error with every product instance down.
 
-The helpers at the top (metrics, a private stack, waiting on /admin/upstreams) are shared with
-test_edge_resilience.py and test_edge_ratelimit.py.
 """
 
 from __future__ import annotations
@@ -11,79 +9,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
-from services.embedded import drop_database
 from services.stack import Stack
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, login, start_stack
-
-NO_CACHE = {"Cache-Control": "no-cache"}
-
-
-# -- helpers shared by the edge modules --------------------------------------------------------
-def metric(client: httpx.Client, name: str, **labels: str) -> float:
-    """The sum of the gateway's samples called `name` whose labels include `labels`."""
-    text = client.get("/metrics").text
-    return sum(sample.value for family in text_string_to_metric_families(text)
-               for sample in family.samples
-               if sample.name == name and labels.items() <= sample.labels.items())
-
-
-def upstream_calls(client: httpx.Client, service: str, **labels: str) -> float:
-    return metric(client, "portico_upstream_calls_total", service=service, **labels)
-
-
-def redis_db(redis_url: str, index: int) -> str:
-    """Another logical database of the same Redis: a private stack's buckets and cache entries
-    stay apart from the shared stack's."""
-    base, _, last = redis_url.rstrip("/").rpartition("/")
-    return f"{base}/{index}" if last.isdigit() else f"{redis_url.rstrip('/')}/{index}"
-
-
-def private_stack(tmp: Path, *, pg_url: str, redis_url: str, mongo_uri: str,
-                  env: dict[str, str]) -> Iterator[tuple[Stack, httpx.Client, Account]]:
-    """A stack of the module's own (for tests that kill things or need other settings), a
-    client of its gateway and its admin; stopped and its database dropped afterwards."""
-    stack, name = start_stack(tmp, pg_url=pg_url, redis_url=redis_url, mongo_uri=mongo_uri,
-                              env=env)
-    try:
-        with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
-            token = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
-            yield stack, client, Account("admin", ADMIN_EMAIL, token)
-    finally:
-        stack.stop()
-        drop_database(pg_url, name)
-
-
-def instance_state(client: httpx.Client, admin: Account, service: str,
-                   address: str) -> dict:
-    answer = client.get("/admin/upstreams", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    return next(i for i in answer.json()[service] if i["address"] == address)
-
-
-def wait_for(condition: Callable[[], bool], what: str, *, attempts: int = 300,
-             pause: float = 0.1) -> None:
-    """Polls `condition` (bounded); fails with `what` when it never holds."""
-    for _ in range(attempts):
-        if condition():
-            return
-        time.sleep(pause)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
-def create_product(client: httpx.Client, admin: Account, **fields) -> dict:
-    body = {"name": f"Edge {uuid.uuid4().hex[:8]}", "price": "10.00", "stock": 10, **fields}
-    created = client.post("/products", json=body, headers=admin.headers)
-    assert created.status_code == 201, created.text
-    return created.json()
+from tests.e2e.conftest import Account, redis_db
+from tests.e2e.helpers import (
+    NO_CACHE,
+    create_product,
+    instance_state,
+    metric,
+    private_stack,
+    upstream_calls,
+    wait_for,
+)
 
 
 # -- HIT, MISS, validators ---------------------------------------------------------------------
@@ -265,7 +207,7 @@ TTL, MAX_STALE = 1, 5
 @pytest.fixture(scope="module")
 def short_ttl_stack(tmp_path_factory, pg_url, redis_url, mongo_uri):
     yield from private_stack(
-        tmp_path_factory.mktemp("stale"), pg_url=pg_url, redis_url=redis_db(redis_url, 3),
+        tmp_path_factory.mktemp("stale"), pg_url=pg_url, redis_url=redis_db(redis_url, 4),
         mongo_uri=mongo_uri, env={"PORTICO_CACHE_TTL_SECONDS": str(TTL),
                                   "PORTICO_CACHE_MAX_STALE_SECONDS": str(MAX_STALE)})
 

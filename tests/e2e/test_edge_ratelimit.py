@@ -4,7 +4,6 @@ own that the tests stop and start again. Each test sends from its own loopback a
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -13,8 +12,8 @@ import pytest
 
 from services.embedded import RedisServer
 from services.stack import Stack
-from tests.e2e.conftest import ADMIN_EMAIL, PASSWORD, Account
-from tests.e2e.test_edge_cache import create_product, metric, private_stack, wait_for
+from tests.e2e.conftest import ADMIN_EMAIL
+from tests.e2e.helpers import create_product, metric, private_stack, wait_for
 
 # Slow refills: what a test sees does not depend on how fast the machine sends.
 RATE, BURST, LOGIN_RATE, LOGIN_BURST = 1, 20, 0.1, 3
@@ -60,7 +59,8 @@ def until_refused(client: httpx.Client, path: str, *, limit: int = 200,
         answers.append(client.get(path, **kwargs))
         if answers[-1].status_code == 429:
             return answers
-    raise AssertionError(f"{limit} requests and none refused: {Counter(a.status_code for a in answers)}")
+    counts = Counter(a.status_code for a in answers)
+    raise AssertionError(f"{limit} requests and none refused: {counts}")
 
 
 def assert_refused(answer: httpx.Response, limit: int) -> None:

@@ -23,14 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.embedded import find_free_port
 from services.stack import Stack
-from tests.e2e.conftest import PASSWORD, Account, login
-from tests.e2e.test_edge_cache import (
+from tests.e2e.conftest import PASSWORD, Account, login, redis_db
+from tests.e2e.helpers import (
     NO_CACHE,
     create_product,
     instance_state,
     metric,
     private_stack,
-    redis_db,
     upstream_calls,
     wait_for,
 )
@@ -45,7 +44,7 @@ SETTINGS = {
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory, pg_url, redis_url, mongo_uri):
     yield from private_stack(tmp_path_factory.mktemp("resilience"), pg_url=pg_url,
-                             redis_url=redis_db(redis_url, 2), mongo_uri=mongo_uri,
+                             redis_url=redis_db(redis_url, 5), mongo_uri=mongo_uri,
                              env=SETTINGS)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, _db, login, start_stack
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, redis_db, start_stack
 
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance")
@@ -24,7 +24,7 @@ MAX_SECONDS = "60"     # per run: the module stays within about three minutes
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory, pg_url, redis_url, mongo_uri):
     stack, _ = start_stack(tmp_path_factory.mktemp("fuzz"), pg_url=pg_url,
-                           redis_url=_db(redis_url, 3), mongo_uri=mongo_uri, instances=1)
+                           redis_url=redis_db(redis_url, 3), mongo_uri=mongo_uri, instances=1)
     yield stack
     stack.stop()
 

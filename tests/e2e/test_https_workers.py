@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.conftest import _db, start_stack
+from tests.e2e.conftest import redis_db, start_stack
 from tests.e2e.test_up import descendants
 
 
@@ -42,7 +42,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 def tls_stack(tmp_path_factory, pg_url, redis_url, mongo_uri):
     tmp = tmp_path_factory.mktemp("tls")
     cert, key = self_signed(tmp)
-    stack, name = start_stack(tmp, pg_url=pg_url, redis_url=_db(redis_url, 2),
+    stack, name = start_stack(tmp, pg_url=pg_url, redis_url=redis_db(redis_url, 2),
                               mongo_uri=mongo_uri, instances=1, gateway_workers=2,
                               env={"PORTICO_TLS_CERT_FILE": str(cert),
                                    "PORTICO_TLS_KEY_FILE": str(key)})

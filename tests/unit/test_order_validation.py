@@ -6,8 +6,14 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.order.validation import (
-    OrderChange, decode_page_token, encode_page_token, new_order, order_change, order_ref,
-    page_request, request_hash,
+    OrderChange,
+    decode_page_token,
+    encode_page_token,
+    new_order,
+    order_change,
+    order_ref,
+    page_request,
+    request_hash,
 )
 
 

@@ -10,7 +10,10 @@ from sqlalchemy import text
 
 from services.order.payment_store import PaymentLedger
 from services.order.payments import (
-    PaymentDeclined, PaymentUnavailable, ProcessorDeps, payment_processor,
+    PaymentDeclined,
+    PaymentUnavailable,
+    ProcessorDeps,
+    payment_processor,
 )
 
 from .support import Stack

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from portico.user.v1 import user_pb2 as pb
 from portico.user.v1.user_pb2_grpc import UserServiceStub
 from services.common.server import RunningServer
-from services.embedded import find_free_port
 from services.common.settings import ServiceSettings
+from services.embedded import find_free_port
 from services.user import server, tokens
 
 from .support import public_key
