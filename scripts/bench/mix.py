@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -94,6 +95,7 @@ class MixTally:
     gets: int = 0
     puts: int = 0
     errors: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # by status, or the exception
     latencies: list[float] = field(default_factory=list)
     stale: StaleReadCounter = field(default_factory=StaleReadCounter)
 
@@ -152,8 +154,9 @@ class Mix:
                     await self._put(connection, product)
                 else:
                     await self._get(connection, product)
-            except (ConnectionError, TimeoutError):
+            except (ConnectionError, TimeoutError) as error:
                 self.tally.errors += 1
+                self.tally.failures[type(error).__name__] += 1
                 return  # this connection is gone; the others go on
 
     async def _get(self, connection: HttpConnection, product: str) -> None:
@@ -164,6 +167,7 @@ class Mix:
         self.tally.gets += 1
         if status != 200:
             self.tally.errors += 1
+            self.tally.failures[f"GET {status}"] += 1
             return
         answer = orjson.loads(body)
         # Portico answers the product; Envoy, without response_body, {"product": {...}}.
@@ -186,6 +190,7 @@ class Mix:
             self.tally.stale.acknowledged(product, Decimal(price), completed=completed)
         else:
             self.tally.errors += 1
+            self.tally.failures[f"PUT {status}"] += 1
 
 
 def summary(mix: Mix, elapsed: float, cpu: float) -> dict:
@@ -194,6 +199,7 @@ def summary(mix: Mix, elapsed: float, cpu: float) -> dict:
     requests = tally.gets + tally.puts
     return {
         "requests": requests, "gets": tally.gets, "puts": tally.puts, "errors": tally.errors,
+        "failures": dict(tally.failures),
         "duration": elapsed, "rps": requests / elapsed if elapsed else 0.0,
         **percentiles([s * 1000 for s in tally.latencies]),
         # checked_reads: GETs that started after an acknowledged PUT of their product, i.e.

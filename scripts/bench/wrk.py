@@ -44,7 +44,8 @@ def wrk_path() -> str:
 
 
 def run_wrk(base_url: str, load: Load, *, duration: float, pinning: Pinning) -> dict:
-    """Runs the load for `duration` seconds; returns requests, rps, p50/p90/p99 (ms), errors."""
+    """Runs the load for `duration` seconds; returns requests, rps, p50/p90/p99 (ms), errors
+    (answers of 400 or more and socket errors, as wrk counts them) and their details."""
     seconds = max(1, round(duration))
     command = pinning.load([wrk_path(), "-t1", f"-c{load.connections}", f"-d{seconds}s",
                             "--timeout", "5s", "-s", str(SCRIPT), base_url, "--",
@@ -55,6 +56,9 @@ def run_wrk(base_url: str, load: Load, *, duration: float, pinning: Pinning) -> 
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     raw = json.loads(line.removeprefix("BENCH_JSON "))
+    failures = next((json.loads(row.removeprefix("BENCH_FAILURES "))
+                     for row in done.stdout.splitlines() if row.startswith("BENCH_FAILURES ")),
+                    {})
     elapsed = raw["duration_us"] / 1e6
     return {
         "requests": raw["requests"], "duration": elapsed,
@@ -62,4 +66,7 @@ def run_wrk(base_url: str, load: Load, *, duration: float, pinning: Pinning) -> 
         "p50": raw["p50_us"] / 1000, "p90": raw["p90_us"] / 1000, "p99": raw["p99_us"] / 1000,
         # Non-2xx/3xx answers and socket errors alike.
         "errors": sum(raw[k] for k in ("connect", "read", "write", "status", "timeout")),
+        "socket_errors": {k: raw[k] for k in ("connect", "read", "write", "timeout") if raw[k]},
+        # Every answer of 300 or more, by status, with the first body seen of each.
+        "failures": failures,
     }
