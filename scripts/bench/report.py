@@ -55,6 +55,20 @@ def table(results: dict[str, dict], plan: list[Scenario]) -> str:
     return "\n".join(lines)
 
 
+def _errors(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
+    """One line per scenario that had errors: what they were."""
+    lines = []
+    for scenario in plan:
+        row = results[scenario.name]
+        if not row["errors"]:
+            continue
+        kinds = [f"{n['count']} × {status}" if isinstance(n, dict) else f"{n} × {status}"
+                 for status, n in (row.get("failures") or {}).items()]
+        kinds += [f"{n} × socket {kind}" for kind, n in (row.get("socket_errors") or {}).items()]
+        lines.append(f"- {scenario.name}: {row['errors']} errors ({', '.join(kinds) or '?'})")
+    return ["Errors:", *lines, ""] if lines else []
+
+
 def markdown(document: dict, plan: list[Scenario]) -> str:
     m, p, memory = document["machine"], document["profile"], document["memory"]
     samples = ", ".join(f"{mb:.0f}" for mb in memory["rss_samples_mb"])
@@ -65,6 +79,7 @@ def markdown(document: dict, plan: list[Scenario]) -> str:
         f"{' (with py-spy sampling the gateway)' if p['profiled'] else ''}; "
         f"{p['pinning']}.", "",
         table(document["scenarios"], plan), "",
+        *_errors(document["scenarios"], plan),
         f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "
         f"{memory['rss_after_mb']:.1f} MB after {memory['seconds']:g} s of uncached GETs over "
         f"the whole catalogue ({memory['rps']:,.0f} req/s; samples {samples} MB).", "",
