@@ -22,9 +22,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from services.embedded import find_free_port
-
 from scripts.bench import procs
+from services.embedded import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"user": "portico.user.v1.UserService",
