@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway import readalong
 from gateway.cache_entry import (
     CacheRule,
     Entry,
@@ -34,7 +35,7 @@ from gateway.cache_entry import (
 from gateway.cache_store import CacheStore, Lookup
 from gateway.metrics import CACHE
 
-__all__ = ["CacheMiddleware", "CacheRule", "cache_key", "generations"]
+__all__ = ["CacheMiddleware", "CacheRule", "LookupPlan", "cache_key", "generations"]
 
 STALE_IF_ERROR = frozenset({502, 503, 504})
 # Validators and freshness of a cacheable answer are the cache's own; the upstream's go.
@@ -87,13 +88,7 @@ class CacheMiddleware:
         await _send(send, answer, request)
 
     def _match(self, scope: Scope) -> tuple[str, ...] | None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            return None
-        for rule in self._rules:
-            keys = rule.match(scope["path"])
-            if keys is not None:
-                return keys
-        return None
+        return match(self._rules, scope)
 
     async def _single_flight(self, request: _Request, scope: Scope,
                              receive: Receive) -> _Answer:
@@ -120,7 +115,12 @@ class CacheMiddleware:
             flight.set_result(answer)
 
     async def _resolve(self, request: _Request, scope: Scope, receive: Receive) -> _Answer:
-        lookup = await self._store.lookup(request.key, request.generation_keys)
+        reads = readalong.take(scope, (request.key, *request.generation_keys))
+        if reads is not None:  # read in the rate limiter's round trip, just now
+            lookup = Lookup.of(reads.values[0], list(reads.values[1:]), now=reads.now,
+                               read_at=reads.read_at)
+        else:
+            lookup = await self._store.lookup(request.key, request.generation_keys)
         if lookup is None:
             return _Answer.passed(await _capture(self.app, scope, receive), label=None)
         entry, age = lookup.current(), lookup.age()
@@ -172,6 +172,31 @@ class CacheMiddleware:
                    (b"content-length", str(len(entry.body)).encode()))
         return _Answer(entry.status, headers, entry.body, label, etag=entry.etag,
                        age=int(age), max_age=max(0, int(self._ttl - int(age))))
+
+
+def match(rules: tuple[CacheRule, ...], scope: Scope) -> tuple[str, ...] | None:
+    """The generation keys of a cacheable request, or None for one the cache leaves alone."""
+    if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+        return None
+    for rule in rules:
+        keys = rule.match(scope["path"])
+        if keys is not None:
+            return keys
+    return None
+
+
+class LookupPlan:
+    """The keys the cache will read for a request, for the rate limiter to read along
+    (gateway/readalong.py): the entry and its generations."""
+
+    def __init__(self, rules: Iterable[CacheRule]) -> None:
+        self._rules = tuple(rules)
+
+    def __call__(self, scope: Scope) -> tuple[str, ...] | None:
+        generation_keys = match(self._rules, scope)
+        if generation_keys is None:
+            return None
+        return (cache_key(scope["path"], scope.get("query_string", b"")), *generation_keys)
 
 
 @dataclass(frozen=True)

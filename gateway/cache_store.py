@@ -42,6 +42,14 @@ class Lookup:
     now: float
     read_at: float
 
+    @classmethod
+    def of(cls, raw: bytes | None, generations: list, *, now: float, read_at: float) -> Lookup:
+        """A lookup from the raw values of the entry key and the generation keys."""
+        return cls(entry=Entry.decode(raw) if raw is not None else None,
+                   generations=tuple(_text(gen) if gen is not None else "0"
+                                     for gen in generations),
+                   now=now, read_at=read_at)
+
     def age(self) -> float | None:
         """Seconds since the entry was stored, or None without an entry."""
         return None if self.entry is None else max(0.0, self.now - self.entry.stored_at)
@@ -89,9 +97,8 @@ class CacheStore:
         if reply is None:
             return None
         raw, seconds, micros, *gens = reply
-        return Lookup(entry=Entry.decode(raw) if raw is not None else None,
-                      generations=tuple(_text(gen) for gen in gens),
-                      now=int(seconds) + int(micros) / 1_000_000, read_at=time.monotonic())
+        return Lookup.of(raw, gens, now=int(seconds) + int(micros) / 1_000_000,
+                         read_at=time.monotonic())
 
     async def store(self, key: str, entry: Entry, *, keep_seconds: float) -> None:
         """Stores `entry` for `keep_seconds` (fresh time plus stale time); a failure only

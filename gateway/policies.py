@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.middleware import Middleware
 
-from gateway.cache import CacheMiddleware, CacheRule
+from gateway.cache import CacheMiddleware, CacheRule, LookupPlan
 from gateway.chain import EdgePolicies
 from gateway.ratelimit import RateLimitMiddleware, standard_policies
 from gateway.ratelimit_buckets import RedisTokenBucket
@@ -39,7 +39,9 @@ def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:
                                        burst=settings.rate_limit_burst,
                                        login_rate=settings.login_rate_limit_rate,
                                        login_burst=settings.login_rate_limit_burst),
-            trusted_proxies=settings.trusted_proxies, fail_open=settings.rate_limit_fail_open)
+            trusted_proxies=settings.trusted_proxies, fail_open=settings.rate_limit_fail_open,
+            # A cache lookup rides in the limiter's round trip: one Redis call per cache hit.
+            read_along=LookupPlan(CACHE_RULES) if settings.cache_enabled else None)
     if settings.cache_enabled:
         cache = Middleware(CacheMiddleware, redis=client, rules=CACHE_RULES,
                            ttl=settings.cache_ttl_seconds,

@@ -24,6 +24,7 @@ from gateway.ratelimit_buckets import (
     RedisTokenBucket,
     bucket_key,
 )
+from gateway.readalong import STATE_KEY, Planner
 
 __all__ = [
     "Decision",
@@ -153,7 +154,8 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, *, limiter: RedisTokenBucket | None,
                  policies: Sequence[RatePolicy], trusted_proxies: Iterable[str] = (),
                  fail_open: bool = True, exempt_paths: Iterable[str] = EXEMPT_PATHS,
-                 local: LocalTokenBucket | None = None) -> None:
+                 local: LocalTokenBucket | None = None,
+                 read_along: Planner | None = None) -> None:
         names = [policy.name for policy in policies]
         if not names:
             raise ValueError("at least one rate policy is needed")
@@ -166,6 +168,7 @@ class RateLimitMiddleware:
         self.fail_open = fail_open
         self.exempt = frozenset(exempt_paths)
         self.local = local if local is not None else LocalTokenBucket()
+        self.read_along = read_along
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt:
@@ -175,7 +178,9 @@ class RateLimitMiddleware:
         if policy is None:
             await self.app(scope, receive, send)
             return
-        decision = await self._take(policy, bucket_key(policy.name, self._client(scope, policy)))
+        reads = self.read_along(scope) if self.read_along is not None else None
+        decision = await self._take(policy, bucket_key(policy.name, self._client(scope, policy)),
+                                    reads or ())
         request_id = scope.get("state", {}).get("request_id", "-")
         if decision is None:
             RATE_LIMIT.labels(bucket=policy.name, decision="deny", backend="unavailable").inc()
@@ -188,6 +193,8 @@ class RateLimitMiddleware:
             await send_problem(send, _refused(decision), instance=scope["path"],
                                request_id=request_id)
             return
+        if decision.reads is not None:
+            scope.setdefault("state", {})[STATE_KEY] = decision.reads
         await self.app(scope, receive, _with_headers(send, decision.headers()))
 
     def _policy(self, method: str, path: str) -> RatePolicy | None:
@@ -201,9 +208,11 @@ class RateLimitMiddleware:
         peer = scope["client"][0] if scope.get("client") else None
         return "ip:" + client_ip(peer, _forwarded_for(scope), self.trusted)
 
-    async def _take(self, policy: RatePolicy, key: str) -> Decision | None:
+    async def _take(self, policy: RatePolicy, key: str,
+                    reads: tuple[str, ...]) -> Decision | None:
         if self.limiter is not None:
-            decision = await self.limiter.take(key, rate=policy.rate, burst=policy.burst)
+            decision = await self.limiter.take(key, rate=policy.rate, burst=policy.burst,
+                                               read_along=reads)
             if decision is not None:
                 return decision
             if not self.fail_open:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.metrics import REDIS_ERRORS
+from gateway.readalong import ReadAlong
 
 log = logging.getLogger("portico.gateway.ratelimit")
 
@@ -41,6 +42,8 @@ class Decision:
     reset: float
     retry_after: float
     backend: Backend
+    # Values of the read-along keys, read in the same round trip (Redis decisions only).
+    reads: ReadAlong | None = None
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """RateLimit-* headers (IETF draft); Retry-After as well when refused."""
@@ -129,8 +132,10 @@ class RedisTokenBucket:
         """False from a failed call until a call succeeds again."""
         return not self._down
 
-    async def take(self, key: str, *, rate: float, burst: int) -> Decision | None:
-        """Take one token from the shared bucket at `key`; None when Redis is unavailable."""
+    async def take(self, key: str, *, rate: float, burst: int,
+                   read_along: tuple[str, ...] = ()) -> Decision | None:
+        """Take one token from the shared bucket at `key`, reading the `read_along` keys in
+        the same round trip; None when Redis is unavailable."""
         now = self._clock()
         if now < self._retry_at:
             return None
@@ -139,7 +144,7 @@ class RedisTokenBucket:
             self._retry_at = now + self.retry_interval
         try:
             async with asyncio.timeout(self._call_timeout):
-                reply = await self._script(keys=[key], args=[rate, burst])
+                reply = await self._script(keys=[key, *read_along], args=[rate, burst])
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             self._failed(error)
             return None
@@ -147,7 +152,11 @@ class RedisTokenBucket:
             self._down = False
             self._retry_at = 0.0
             log.info("Redis is available again for rate limiting")
-        allowed, remaining, reset, retry_after = reply
+        allowed, remaining, reset, retry_after, seconds, micros, *values = reply
+        reads = None
+        if read_along:
+            reads = ReadAlong(read_along, tuple(values), int(seconds) + int(micros) / 1e6,
+                              time.monotonic())
         return Decision(
             allowed=bool(allowed),
             limit=burst,
@@ -155,6 +164,7 @@ class RedisTokenBucket:
             reset=float(reset),
             retry_after=float(retry_after),
             backend="redis",
+            reads=reads,
         )
 
     def _failed(self, error: BaseException) -> None:

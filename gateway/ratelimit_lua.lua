@@ -6,11 +6,14 @@
 -- Why Redis's clock: replicas' clocks differ; TIME inside the script gives them all one clock.
 --
 -- KEYS[1]  the bucket's hash: tokens (float), ts (seconds, float, Redis time of the last update)
+-- KEYS[2..] keys read along for a later stage of the same request (gateway/readalong.py): their
+--           values follow the decision, with the Redis time, so one round trip serves both
 -- ARGV[1]  rate: tokens added per second (> 0)
 -- ARGV[2]  burst: the bucket's size (>= 1)
 -- Returns {allowed (1|0), remaining (whole tokens left), reset, retry_after}; reset is the
 -- seconds until the bucket is full again, retry_after the seconds until one token is there
--- (0 when allowed). Both are strings: Redis would truncate a Lua number to an integer.
+-- (0 when allowed). Both are strings: Redis would truncate a Lua number to an integer. Then
+-- the Redis time {seconds, microseconds} and the value of each read-along key (nil if absent).
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 
@@ -43,4 +46,9 @@ redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 -- Past the time to refill, the bucket is full: an absent key means exactly that.
 redis.call('PEXPIRE', KEYS[1], math.ceil(reset * 1000) + 1000)
 
-return {allowed, math.floor(tokens), tostring(reset), tostring(retry_after)}
+local reply = {allowed, math.floor(tokens), tostring(reset), tostring(retry_after),
+               time[1], time[2]}
+for i = 2, #KEYS do
+  reply[#reply + 1] = redis.call('GET', KEYS[i])
+end
+return reply

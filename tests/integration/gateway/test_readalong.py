@@ -1,0 +1,69 @@
+"""One Redis round trip for a cache hit: the cache lookup rides along with the rate limiter's
+token (gateway/readalong.py), counted with Redis's own command statistics."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.settings import GatewaySettings
+from portico.product.v1 import product_pb2, product_pb2_grpc
+from services.common.server import create_server
+from tests.integration.gateway.conftest import gateway_client
+
+
+class OneProduct(product_pb2_grpc.ProductServiceServicer):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def GetProduct(self, request, context):
+        self.calls += 1
+        return product_pb2.GetProductResponse(product=product_pb2.Product(
+            id=request.id, name="Readalong", price="1.00", stock=3))
+
+
+async def command_calls(client: redis.Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+@pytest.fixture
+async def setup(signing_key, redis_url):
+    servicer = OneProduct()
+    running = await create_server([(product_pb2_grpc.add_ProductServiceServicer_to_server,
+                                    servicer, "portico.product.v1.ProductService")])
+    address = f"127.0.0.1:{running.port}"
+    settings = GatewaySettings(product_addrs=[address], user_addrs=[address],
+                               order_addrs=[address], redis_url=redis_url,
+                               jwt_public_key_file=signing_key[1], access_log=False)
+    observer = redis.Redis.from_url(redis_url)
+    async with gateway_client(settings) as http:
+        yield http, servicer, observer
+    await observer.aclose()
+    await running.stop(0)
+
+
+async def test_a_cache_hit_costs_one_redis_call(setup) -> None:
+    http, servicer, observer = setup
+    first = await http.get("/products/RA1")
+    assert first.headers["x-cache"] == "MISS"
+    before = await command_calls(observer)
+    second = await http.get("/products/RA1")
+    after = await command_calls(observer)
+    assert second.headers["x-cache"] == "HIT" and second.json()["name"] == "Readalong"
+    assert servicer.calls == 1
+    # The limiter's script (with the entry and its generation read inside it) and nothing else
+    # from the gateway; the observer's own INFO is the other command.
+    scripts = sum(after.get(c, 0) - before.get(c, 0) for c in ("evalsha", "eval"))
+    assert scripts == 1
+    assert after.get("set", 0) == before.get("set", 0)
+    assert "ratelimit-remaining" in second.headers   # the token was taken in that same call
+
+
+async def test_a_write_seen_in_the_same_round_trip(setup) -> None:
+    """The generation read along is the current one: a bump between two GETs is a MISS."""
+    http, servicer, observer = setup
+    await http.get("/products/RA2")
+    await observer.incr("portico:gen:product:RA2")
+    again = await http.get("/products/RA2")
+    assert again.headers["x-cache"] == "MISS" and servicer.calls == 2
