@@ -17,17 +17,22 @@ log = logging.getLogger("portico.access")
 class RouteLabels:
     """Maps a path to its route template, so metric labels stay few ("other" for the rest)."""
 
-    def __init__(self, templates: Iterable[str]) -> None:
+    def __init__(self, templates: Iterable[str], *, remember: int = 10_000) -> None:
+        self._seen: dict[str, str] = {}
+        self._remember = remember
         self._patterns = [
             (re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", t.rstrip("/")) + "/?$"), t)
             for t in sorted(set(templates), key=lambda t: (t.count("{"), -len(t)))
         ]
 
     def __call__(self, path: str) -> str:
-        for pattern, template in self._patterns:
-            if pattern.match(path):
-                return template
-        return "other"
+        label = self._seen.get(path)
+        if label is None:
+            label = next((t for p, t in self._patterns if p.match(path)), "other")
+            if len(self._seen) >= self._remember:
+                self._seen.clear()
+            self._seen[path] = label
+        return label
 
 
 class AccessMiddleware:
@@ -59,8 +64,8 @@ class AccessMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route, method = self.labels(scope["path"]), scope["method"]
-            metrics.REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-            metrics.LATENCY.labels(route=route, method=method).observe(elapsed)
+            metrics.child(metrics.REQUESTS, route, method, str(status)).inc()
+            metrics.child(metrics.LATENCY, route, method).observe(elapsed)
             if self.log_requests:
                 client = scope.get("client")
                 log.info("request", extra={

@@ -33,7 +33,7 @@ from gateway.cache_entry import (
     make_etag,
 )
 from gateway.cache_store import CacheStore, Lookup
-from gateway.metrics import CACHE
+from gateway.metrics import CACHE, child
 
 __all__ = ["CacheMiddleware", "CacheRule", "LookupPlan", "cache_key", "generations"]
 
@@ -84,7 +84,7 @@ class CacheMiddleware:
             answer = await self._resolve(request, upstream_scope, receive)
         else:
             answer = await self._single_flight(request, upstream_scope, receive)
-        CACHE.labels(outcome=(answer.label or "bypass").lower()).inc()
+        child(CACHE, (answer.label or "bypass").lower()).inc()
         await _send(send, answer, request)
 
     def _match(self, scope: Scope) -> tuple[str, ...] | None:

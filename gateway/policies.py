@@ -1,7 +1,8 @@
 """The Redis-backed edge policies (rate limit, response cache), built from the settings.
 
-One Redis client per process serves both. It fails fast (a short timeout, no client-side
-retries): the policies treat a slow Redis as an absent one and fall back on their own.
+One Redis client per process serves both. It fails fast (a short timeout on every call, no
+client-side retries): the policies treat a slow Redis as an absent one and fall back on their
+own.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ CACHE_RULES = (
 
 
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5,
-                                retry=Retry(NoBackoff(), 0))
+    # No socket_timeout: redis-py would wrap every command in asyncio.wait_for, a Task per
+    # call. Each user of the client bounds its calls with asyncio.timeout instead.
+    return redis.Redis.from_url(url, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
 def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:

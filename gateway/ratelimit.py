@@ -17,7 +17,7 @@ from typing import Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import Problem, send_problem
-from gateway.metrics import RATE_LIMIT
+from gateway.metrics import RATE_LIMIT, child
 from gateway.ratelimit_buckets import (
     Decision,
     LocalTokenBucket,
@@ -187,8 +187,8 @@ class RateLimitMiddleware:
             await send_problem(send, self._unavailable(), instance=scope["path"],
                                request_id=request_id)
             return
-        RATE_LIMIT.labels(bucket=policy.name, decision="allow" if decision.allowed else "deny",
-                          backend=decision.backend).inc()
+        child(RATE_LIMIT, policy.name, "allow" if decision.allowed else "deny",
+              decision.backend).inc()
         if not decision.allowed:
             await send_problem(send, _refused(decision), instance=scope["path"],
                                request_id=request_id)
@@ -206,6 +206,8 @@ class RateLimitMiddleware:
             if subject:
                 return f"sub:{subject}"
         peer = scope["client"][0] if scope.get("client") else None
+        if not self.trusted:  # nothing to believe in X-Forwarded-For: the peer it is
+            return f"ip:{peer or 'unknown'}"
         return "ip:" + client_ip(peer, _forwarded_for(scope), self.trusted)
 
     async def _take(self, policy: RatePolicy, key: str,

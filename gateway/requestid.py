@@ -3,8 +3,8 @@ kept in scope["state"] for the rest of the chain and in the log context."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +25,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == HEADER), None)
-        request_id = given.decode() if given and _VALID.match(given) else uuid.uuid4().hex
+        request_id = given.decode() if given and _VALID.match(given) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         encoded = request_id.encode()

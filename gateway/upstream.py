@@ -94,13 +94,15 @@ class Upstream:
         metadata = ((REQUEST_ID_KEY, request_id),)
         tried: list[Instance] = []
         self._budget.deposit()
-
-        def retryable(error: BaseException) -> bool:
-            if not isinstance(error, grpc.aio.AioRpcError):
-                return False
-            code = error.code()
-            return (code == grpc.StatusCode.UNAVAILABLE and policy.retry_unavailable) or \
-                (code == grpc.StatusCode.DEADLINE_EXCEEDED and policy.read)
+        try:
+            # Most calls succeed at once: they never pay for building a retry loop.
+            return await self._once(pool, stub_class, method, request, tried=tried,
+                                    timeout=self._try_timeout(deadline, self._max_attempts,
+                                                              policy), metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            if self._max_attempts == 1 or not _retryable(error, policy):
+                raise
+            first_failure: BaseException | None = error
 
         def out_of_time(state: RetryCallState) -> bool:
             return time.monotonic() + self._wait(state) >= deadline
@@ -112,10 +114,14 @@ class Upstream:
             return not allowed
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(retryable), wait=self._wait, reraise=True,
-            stop=stop_after_attempt(self._max_attempts) | out_of_time | over_budget)
+            retry=retry_if_exception(lambda error: _retryable(error, policy)), wait=self._wait,
+            reraise=True, stop=stop_after_attempt(self._max_attempts) | out_of_time | over_budget)
         async for attempt in retrying:
             with attempt:
+                if first_failure is not None:
+                    # Attempt 1 is the try made above: tenacity decides on it like on any other.
+                    failure, first_failure = first_failure, None
+                    raise failure
                 attempts_left = self._max_attempts - attempt.retry_state.attempt_number + 1
                 return await self._once(pool, stub_class, method, request, tried=tried,
                                         timeout=self._try_timeout(deadline, attempts_left, policy),
@@ -133,20 +139,19 @@ class Upstream:
                     metadata: Sequence[tuple[str, str]]) -> Any:
         instance = pool.pick(exclude=tried)
         tried.append(instance)
-        labels = {"service": pool.label, "instance": instance.address}
         try:
             response = await getattr(instance.stub(stub_class), method)(
                 request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             instance.breaker.record(failed=error.code() in SERVER_SIDE)
-            metrics.UPSTREAM_CALLS.labels(**labels, code=error.code().name).inc()
+            _count(pool, instance, error.code().name)
             raise
         except asyncio.CancelledError:
             instance.breaker.release()
-            metrics.UPSTREAM_CALLS.labels(**labels, code="CANCELLED").inc()
+            _count(pool, instance, "CANCELLED")
             raise
         instance.breaker.record(failed=False)
-        metrics.UPSTREAM_CALLS.labels(**labels, code="OK").inc()
+        _count(pool, instance, "OK")
         return response
 
     def ready(self) -> dict[str, bool]:
@@ -161,3 +166,15 @@ class Upstream:
 
     async def close(self) -> None:
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+
+def _retryable(error: BaseException, policy: CallPolicy) -> bool:
+    if not isinstance(error, grpc.aio.AioRpcError):
+        return False
+    code = error.code()
+    return (code == grpc.StatusCode.UNAVAILABLE and policy.retry_unavailable) or \
+        (code == grpc.StatusCode.DEADLINE_EXCEEDED and policy.read)
+
+
+def _count(pool: ServicePool, instance: Instance, code: str) -> None:
+    metrics.child(metrics.UPSTREAM_CALLS, pool.label, instance.address, code).inc()

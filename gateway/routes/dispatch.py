@@ -85,21 +85,26 @@ class _ClientGone(Exception):
 
 async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
     """Awaits the upstream call, cancelling it when the client goes away first."""
-    task = asyncio.ensure_future(call)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    handler = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await call
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        handler.uncancel()
+        raise _ClientGone() from None
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise _ClientGone()
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def _render(route: Route, request: Request, answer: Any, fields: dict[str, Any]) -> Response:

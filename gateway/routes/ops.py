@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 
 import redis.asyncio as redis
@@ -29,8 +30,9 @@ def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
         checks = {f"service:{name}": ok for name, ok in upstream.ready().items()}
         if redis_client is not None:
             try:
-                checks["redis"] = bool(await redis_client.ping())
-            except (redis.RedisError, OSError):
+                async with asyncio.timeout(1):
+                    checks["redis"] = bool(await redis_client.ping())
+            except (redis.RedisError, OSError, TimeoutError):
                 checks["redis"] = False
         if not all(checks.values()):
             down = ", ".join(sorted(name for name, ok in checks.items() if not ok))
