@@ -1,0 +1,65 @@
+"""Script calls batched per event loop turn: each caller gets its own answer, a reloaded
+script is loaded again, and a failure reaches every caller of the batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.redisbatch import ScriptBatcher
+
+ECHO = "return {KEYS[1], ARGV[1]}"
+
+
+class CountingBatcher(ScriptBatcher):
+    pipelines = 0
+
+    async def _pipeline(self, batch: list) -> list:
+        self.pipelines += 1
+        return await super()._pipeline(batch)
+
+
+@pytest.fixture
+async def client(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    await connection.aclose()
+
+
+async def test_concurrent_calls_share_a_pipeline_and_get_their_own_answers(client) -> None:
+    batcher = CountingBatcher(client, ECHO, timeout=2)
+    assert await batcher.call(["alone"], [0]) == [b"alone", b"0"]   # also loads the script
+    batcher.pipelines = 0
+    answers = await asyncio.gather(*(batcher.call([f"k{i}"], [i]) for i in range(50)))
+    assert answers == [[f"k{i}".encode(), str(i).encode()] for i in range(50)]
+    # The first caller sends alone; the 49 that queued meanwhile go out together.
+    assert batcher.pipelines == 2
+
+
+async def test_a_flushed_script_is_loaded_again(client) -> None:
+    batcher = ScriptBatcher(client, ECHO, timeout=2)
+    await batcher.call(["a"], [1])
+    await client.script_flush()
+    assert await batcher.call(["b"], [2]) == [b"b", b"2"]
+
+
+async def test_errors_reach_the_callers(client) -> None:
+    batcher = ScriptBatcher(client, "return redis.error_reply('nope ' .. KEYS[1])", timeout=2)
+    results = await asyncio.gather(batcher.call(["x"], []), batcher.call(["y"], []),
+                                   return_exceptions=True)
+    assert [str(r) for r in results] == ["nope x", "nope y"]
+
+
+async def test_a_dead_redis_fails_every_caller(redis_server) -> None:
+    connection = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.2)
+    batcher = ScriptBatcher(connection, ECHO, timeout=0.5)
+    redis_server.stop()
+    try:
+        results = await asyncio.gather(*(batcher.call(["k"], [1]) for _ in range(3)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results)
+    finally:
+        redis_server.start()
+        await connection.aclose()
