@@ -1,7 +1,8 @@
 """The edge chain, in order: the one place where the order of the middlewares is decided.
 
-request id -> access log + metrics -> security headers -> CORS -> body-size limit -> JSON-only
-writes -> authentication -> rate limit -> refusal of bad tokens -> response cache -> route
+request id -> trailing slash -> access log + metrics -> security headers -> CORS -> body-size
+limit -> JSON-only writes -> authentication -> rate limit -> refusal of bad tokens -> response
+cache -> route
 
 A bad token is refused after the rate limiter, so that requests carrying one are limited (and
 answered with RateLimit-* headers) like any other.
@@ -20,6 +21,7 @@ from gateway.guards import BodyLimitMiddleware, JsonBodyMiddleware
 from gateway.requestid import RequestIdMiddleware
 from gateway.security import SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
+from gateway.slash import TrailingSlashMiddleware
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ def build_chain(settings: GatewaySettings, *, verifier: TokenVerifier, labels: R
     """The middleware list, outermost first."""
     chain = [
         Middleware(RequestIdMiddleware),
+        Middleware(TrailingSlashMiddleware),
         Middleware(AccessMiddleware, labels=labels, log_requests=settings.access_log),
         Middleware(SecurityHeadersMiddleware, hsts=settings.tls_cert_file is not None,
                    docs_prefixes=docs_prefixes),

@@ -50,16 +50,14 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def add(router: APIRouter, route: Route, endpoint: Callable[..., Any], *,
         response_model: Any = None, summary: str, extra_errors: tuple[int, ...] = ()) -> None:
-    """Registers `endpoint` for the route's path with and without a trailing slash (no
-    redirect); only the slashless form is in the OpenAPI document."""
-    for path, documented in ((route.path, True), (route.path.rstrip("/") + "/", False)):
-        router.add_api_route(
-            path, endpoint, methods=[route.verb], status_code=route.status,
-            response_model=response_model if route.status != 204 else None,
-            responses=errors(*extra_errors), summary=summary,
-            include_in_schema=documented, name=f"{route.method}{'' if documented else '/'}",
-            response_class=Response if route.status == 204 else JSONResponse,
-            description=f"Who may call it: {route.access.value}. gRPC: {route.grpc_method}.")
+    """Registers `endpoint` for the route's path (a trailing slash is taken off every request
+    path before routing, by gateway/slash.py)."""
+    router.add_api_route(
+        route.path, endpoint, methods=[route.verb], status_code=route.status,
+        response_model=response_model if route.status != 204 else None,
+        responses=errors(*extra_errors), summary=summary, name=route.method,
+        response_class=Response if route.status == 204 else JSONResponse,
+        description=f"Who may call it: {route.access.value}. gRPC: {route.grpc_method}.")
 
 
 def without_none(model: BaseModel) -> dict[str, Any]:
