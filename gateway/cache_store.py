@@ -14,6 +14,7 @@ import redis.asyncio as redis
 
 from gateway.cache_entry import Entry
 from gateway.metrics import REDIS_ERRORS
+from gateway.redisbatch import RedisBatcher
 
 log = logging.getLogger("portico.gateway.cache")
 
@@ -78,8 +79,8 @@ class CacheStore:
             raise ValueError("the Redis timeout must be positive and the backoff not negative")
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the cache stores bytes: give it a client without decode_responses")
-        self._client = client
-        self._lookup = client.register_script(_LOOKUP)
+        self._batch = RedisBatcher(client, timeout=timeout)
+        self._lookup = self._batch.script(_LOOKUP)
         self._timeout = timeout
         self._backoff = backoff
         self._clock = clock
@@ -93,7 +94,7 @@ class CacheStore:
 
     async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
         """The entry and generations, or None when Redis failed."""
-        reply = await self._call(lambda: self._lookup(keys=[key, *generation_keys]))
+        reply = await self._call(lambda: self._lookup([key, *generation_keys], []))
         if reply is None:
             return None
         raw, seconds, micros, *gens = reply
@@ -104,7 +105,8 @@ class CacheStore:
         """Stores `entry` for `keep_seconds` (fresh time plus stale time); a failure only
         costs a later miss."""
         milliseconds = max(1, int(keep_seconds * 1000))
-        await self._call(lambda: self._client.set(key, entry.encode(), px=milliseconds))
+        await self._call(lambda: self._batch.command("SET", key, entry.encode(), "PX",
+                                                     milliseconds))
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T | None:
         # The client's own retries could hold a request for seconds while Redis is down; the

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from gateway.metrics import REDIS_ERRORS
 from gateway.readalong import ReadAlong
-from gateway.redisbatch import ScriptBatcher
+from gateway.redisbatch import RedisBatcher
 
 log = logging.getLogger("portico.gateway.ratelimit")
 
@@ -124,7 +124,7 @@ class RedisTokenBucket:
         # default, which would multiply that timeout.
         self._call_timeout = call_timeout
         self._clock = clock
-        self._script = ScriptBatcher(client, LUA_SCRIPT, timeout=call_timeout)
+        self._script = RedisBatcher(client, timeout=call_timeout).script(LUA_SCRIPT)
         self._down = False
         self._retry_at = 0.0
 
@@ -145,7 +145,7 @@ class RedisTokenBucket:
             self._retry_at = now + self.retry_interval
         try:
             async with asyncio.timeout(self._call_timeout):
-                reply = await self._script.call([key, *read_along], [rate, burst])
+                reply = await self._script([key, *read_along], [rate, burst])
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             self._failed(error)
             return None

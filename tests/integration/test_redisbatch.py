@@ -8,12 +8,12 @@ import asyncio
 import pytest
 import redis.asyncio as redis
 
-from gateway.redisbatch import ScriptBatcher
+from gateway.redisbatch import RedisBatcher
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 
 
-class CountingBatcher(ScriptBatcher):
+class CountingBatcher(RedisBatcher):
     pipelines = 0
 
     async def _pipeline(self, batch: list) -> list:
@@ -29,35 +29,48 @@ async def client(redis_url):
 
 
 async def test_concurrent_calls_share_a_pipeline_and_get_their_own_answers(client) -> None:
-    batcher = CountingBatcher(client, ECHO, timeout=2)
-    assert await batcher.call(["alone"], [0]) == [b"alone", b"0"]   # also loads the script
+    batcher = CountingBatcher(client, timeout=2)
+    echo = batcher.script(ECHO)
+    assert await echo(["alone"], [0]) == [b"alone", b"0"]   # also loads the script
     batcher.pipelines = 0
-    answers = await asyncio.gather(*(batcher.call([f"k{i}"], [i]) for i in range(50)))
+    answers = await asyncio.gather(*(echo([f"k{i}"], [i]) for i in range(50)))
     assert answers == [[f"k{i}".encode(), str(i).encode()] for i in range(50)]
     # The first caller sends alone; the 49 that queued meanwhile go out together.
     assert batcher.pipelines == 2
 
 
 async def test_a_flushed_script_is_loaded_again(client) -> None:
-    batcher = ScriptBatcher(client, ECHO, timeout=2)
-    await batcher.call(["a"], [1])
+    echo = RedisBatcher(client, timeout=2).script(ECHO)
+    await echo(["a"], [1])
     await client.script_flush()
-    assert await batcher.call(["b"], [2]) == [b"b", b"2"]
+    assert await echo(["b"], [2]) == [b"b", b"2"]
+
+
+async def test_commands_and_scripts_go_in_one_batch(client) -> None:
+    batcher = CountingBatcher(client, timeout=2)
+    echo = batcher.script(ECHO)
+    await echo(["warm"], [0])
+    batcher.pipelines = 0
+    await asyncio.gather(echo(["first"], [1]), batcher.command("SET", "rb:key", "v"),
+                         echo(["third"], [3]), batcher.command("GET", "rb:key"))
+    assert await batcher.command("GET", "rb:key") == b"v"
+    assert batcher.pipelines == 3   # the first alone, the next three together, the last GET
 
 
 async def test_errors_reach_the_callers(client) -> None:
-    batcher = ScriptBatcher(client, "return redis.error_reply('nope ' .. KEYS[1])", timeout=2)
-    results = await asyncio.gather(batcher.call(["x"], []), batcher.call(["y"], []),
+    failing = RedisBatcher(client, timeout=2).script(
+        "return redis.error_reply('nope ' .. KEYS[1])")
+    results = await asyncio.gather(failing(["x"], []), failing(["y"], []),
                                    return_exceptions=True)
     assert [str(r) for r in results] == ["nope x", "nope y"]
 
 
 async def test_a_dead_redis_fails_every_caller(redis_server) -> None:
     connection = redis.Redis.from_url(redis_server.url, socket_connect_timeout=0.2)
-    batcher = ScriptBatcher(connection, ECHO, timeout=0.5)
+    echo = RedisBatcher(connection, timeout=0.5).script(ECHO)
     redis_server.stop()
     try:
-        results = await asyncio.gather(*(batcher.call(["k"], [1]) for _ in range(3)),
+        results = await asyncio.gather(*(echo(["k"], [1]) for _ in range(3)),
                                        return_exceptions=True)
         assert all(isinstance(r, Exception) for r in results)
     finally:
