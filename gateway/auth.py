@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import Problem, send_problem
+from gateway.errors import Problem, header, send_problem
 
 ROLES = frozenset({"customer", "admin"})
 
@@ -97,10 +97,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        header = _header(scope, b"authorization")
+        authorization = header(scope, b"authorization")
         principal = None
-        if header is not None:
-            scheme, _, token = header.partition(" ")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
             try:
                 if scheme.lower() != "bearer" or not token.strip():
                     raise _invalid("use an Authorization: Bearer <token> header")
@@ -125,10 +125,3 @@ class RefuseBadTokens:
                                request_id=state.get("request_id", "-"))
             return
         await self.app(scope, receive, send)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None

@@ -66,6 +66,14 @@ class Problem(Exception):
         self.code = code
 
 
+def header(scope, name: bytes) -> str | None:
+    """The first value of an ASGI request header (names are lower-case bytes)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def problem_body(problem: Problem, *, instance: str, request_id: str) -> bytes:
     body: dict[str, Any] = {
         "type": TYPE_BASE + problem.code.lower().replace("_", "-") if problem.code

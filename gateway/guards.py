@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import Problem, send_problem
+from gateway.errors import Problem, header, send_problem
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 
@@ -21,7 +21,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await _refuse(scope, send, _too_large(self.max_bytes) if length.isdigit()
                           else Problem(400, "Content-Length is not a number"))
@@ -58,7 +58,7 @@ class JsonBodyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in _WRITES and _has_body(scope):
-            media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            media = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
             if media != "application/json" and not media.endswith("+json"):
                 await _refuse(scope, send, Problem(
                     415, "send the body as JSON with Content-Type: application/json",
@@ -76,15 +76,10 @@ def _too_large(limit: int) -> Problem:
 
 
 def _has_body(scope: Scope) -> bool:
-    length = _header(scope, b"content-length")
-    return length != "0" if length is not None else _header(scope, b"transfer-encoding") is not None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    length = header(scope, b"content-length")
+    if length is not None:
+        return length != "0"
+    return header(scope, b"transfer-encoding") is not None
 
 
 async def _refuse(scope: Scope, send: Send, problem: Problem) -> None:
