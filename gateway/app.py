@@ -77,5 +77,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(ops.router(upstream, redis_client))
     ops.mount_docs(app)
     openapi.install(app, version=VERSION)
-    app.state.upstream = upstream
     return app

@@ -42,5 +42,4 @@ async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.Async
         transport = httpx.ASGITransport(app, raise_app_exceptions=False,
                                         client=("203.0.113.9", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            client.app = app  # type: ignore[attr-defined]
             yield client
