@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 import orjson
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 from starlette.types import Send
+
+from services.common.errors import details_of
 
 log = logging.getLogger("portico.gateway.errors")
 
@@ -114,25 +114,19 @@ def from_rpc_error(error: grpc.RpcError) -> Problem:
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
     status = GRPC_TO_HTTP.get(code, 500)
     detail = error.details() if callable(getattr(error, "details", None)) else None
-    parsed = _rich_status(error)
-    errors: list[dict[str, str]] = []
-    reason = None
+    rich = details_of(error)
     headers: dict[str, str] = {}
-    for info in _details(parsed):
-        if isinstance(info, error_details_pb2.BadRequest):
-            errors.extend({"field": v.field, "message": v.description}
-                          for v in info.field_violations)
-        elif isinstance(info, error_details_pb2.ErrorInfo):
-            reason = info.reason
-            status = REASON_TO_HTTP.get(reason, status)
-        elif isinstance(info, error_details_pb2.RetryInfo):
-            headers["Retry-After"] = str(max(1, info.retry_delay.seconds))
+    if rich.reason:
+        status = REASON_TO_HTTP.get(rich.reason, status)
+    if rich.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(rich.retry_after)))
     if status in _OPAQUE:
         detail = _OPAQUE_DETAIL.get(status, "the service failed to answer")
         if status in (503, 504):
             headers.setdefault("Retry-After", "1")
+    errors = [{"field": f, "message": m} for f, m in rich.violations]
     return Problem(status, detail or _phrase(status), errors=errors or None,
-                   headers=headers, code=reason or code.name)
+                   headers=headers, code=rich.reason or code.name)
 
 
 def _phrase(status: int) -> str:
@@ -148,25 +142,6 @@ _OPAQUE_DETAIL = {
     503: "the service is unavailable; try again shortly",
     504: "the service did not answer in time",
 }
-
-
-def _rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
-    try:
-        return rpc_status.from_call(error)
-    except (ValueError, AttributeError):
-        return None
-
-
-def _details(status: status_pb2.Status | None) -> Iterable[Any]:
-    if status is None:
-        return
-    for packed in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
-                     error_details_pb2.RetryInfo):
-            if packed.Is(kind.DESCRIPTOR):
-                message = kind()
-                packed.Unpack(message)
-                yield message
 
 
 def problem_response(problem: Problem, *, instance: str, request_id: str):

@@ -7,6 +7,7 @@ servicer ever builds a status by hand and no domain failure surfaces as UNKNOWN.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
@@ -102,6 +103,49 @@ class Violations:
     def raise_if_any(self, message: str = "the request has invalid fields") -> None:
         if self.items:
             raise InvalidArgument(message, violations=self.items)
+
+
+@dataclass(frozen=True)
+class RichDetails:
+    """The google.rpc details of a failed call, decoded: the inverse of ServiceError.to_status."""
+
+    reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    resource: tuple[str, str] | None = None
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    retry_after: float | None = None
+
+
+def details_of(error: grpc.RpcError) -> RichDetails:
+    """Decodes the `grpc-status-details-bin` trailer of a failed call (empty when absent or
+    unreadable)."""
+    trailers = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) \
+        else None
+    raw = next((value for key, value in trailers or () if key == "grpc-status-details-bin"), None)
+    if raw is None:
+        return RichDetails()
+    try:
+        status = status_pb2.Status.FromString(raw)
+    except Exception:  # a peer's garbage must not turn an error into a crash
+        return RichDetails()
+    found: dict = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.ResourceInfo,
+                     error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                found[kind] = message
+    info = found.get(error_details_pb2.ErrorInfo)
+    resource = found.get(error_details_pb2.ResourceInfo)
+    bad = found.get(error_details_pb2.BadRequest)
+    retry = found.get(error_details_pb2.RetryInfo)
+    return RichDetails(
+        reason=info.reason if info else None,
+        metadata=dict(info.metadata) if info else {},
+        resource=(resource.resource_type, resource.resource_name) if resource else None,
+        violations=[(v.field, v.description) for v in bad.field_violations] if bad else [],
+        retry_after=retry.retry_delay.ToTimedelta().total_seconds() if retry else None)
 
 
 def _pack(message) -> any_pb2.Any:

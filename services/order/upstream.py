@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
@@ -25,6 +24,7 @@ from services.common.errors import (
     NotFound,
     ServiceError,
     Unavailable,
+    details_of,
 )
 from services.order.models import ReservedLine
 
@@ -121,28 +121,7 @@ def upstream_error(error: grpc.aio.AioRpcError, service: str) -> ServiceError:
     kind = _PASSED_ON.get(code)
     if kind is None:
         return ServiceError(f"the {service} service failed")
-    reason, metadata, resource, violations = _details(error)
-    return kind(error.details() or f"the {service} service refused the call", reason=reason,
-                metadata=metadata, resource=resource, violations=violations)
-
-
-def _details(error: grpc.aio.AioRpcError):
-    """(reason, metadata, resource, violations) from the google.rpc details of an error."""
-    reason, metadata, resource, violations = None, {}, None, []
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin":
-            continue
-        for detail in status_pb2.Status.FromString(value).details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason, metadata = info.reason, dict(info.metadata)
-            elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
-                info = error_details_pb2.ResourceInfo()
-                detail.Unpack(info)
-                resource = (info.resource_type, info.resource_name)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                info = error_details_pb2.BadRequest()
-                detail.Unpack(info)
-                violations = [(v.field, v.description) for v in info.field_violations]
-    return reason, metadata, resource, violations
+    rich = details_of(error)
+    return kind(error.details() or f"the {service} service refused the call",
+                reason=rich.reason, metadata=rich.metadata, resource=rich.resource,
+                violations=rich.violations)

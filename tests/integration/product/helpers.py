@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
+from services.common.errors import details_of
 
 
 def unique(prefix: str = "P") -> str:
@@ -42,23 +41,9 @@ class Failure:
 
 
 def failure(error: grpc.aio.AioRpcError) -> Failure:
-    status = rpc_status.from_call(error)
-    fields: dict[str, str] = {}
-    reason, metadata, resource = None, {}, None
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields.update({v.field: v.description for v in bad.field_violations})
-        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
-            info = error_details_pb2.ResourceInfo()
-            detail.Unpack(info)
-            resource = (info.resource_type, info.resource_name)
-    return Failure(error.code(), fields, reason, metadata, resource)
+    rich = details_of(error)
+    return Failure(error.code(), dict(rich.violations), rich.reason, rich.metadata,
+                   rich.resource)
 
 
 async def call_fails(call) -> Failure:
