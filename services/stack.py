@@ -12,6 +12,7 @@ The end-to-end tests run the same Stack on free ports.
 from __future__ import annotations
 
 import ctypes
+import http.client
 import os
 import signal
 import ssl
@@ -221,14 +222,15 @@ class Stack:
 
 
 def readiness(url: str) -> int:
-    """The status of GET {url}/readyz, or 0 when nothing answers."""
+    """The status of GET {url}/readyz, or 0 when nothing (or something else) answers."""
     context = ssl._create_unverified_context() if url.startswith("https") else None
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=2, context=context) as answer:
             return answer.status
     except urllib.error.HTTPError as error:
         return error.code
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        # HTTPException: another program that took the port first answers gibberish.
         return 0
 
 
