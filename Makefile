@@ -14,6 +14,10 @@ test: bootstrap
 	$(PY) -m pytest
 
 up: bootstrap
+	@# Regenerate the gRPC code when a proto changed since it was made (the output is the same
+	@# byte for byte otherwise: grpcio-tools is pinned).
+	@[ -z "$$(find protos -name '*.proto' -newer generated/portico/__init__.py)" ] || \
+		scripts/gen_protos.sh
 	.venv/bin/portico up
 
 # Portico next to a bare FastAPI floor and Envoy, in one run: `make bench DURATION=3` for a
