@@ -26,6 +26,11 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
     INTERNAL with a generic message (the traceback goes to the log, never to the caller).
     """
 
+    def __init__(self) -> None:
+        # One wrapped handler per method, made on its first call: the wrapping is the same
+        # for every call, so building it per call would only cost time on the hot path.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -34,40 +39,47 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = details.method
-        request_id = _request_id(details.invocation_metadata)
-        inner = handler.unary_unary
+        known = self._wrapped.get(details.method)
+        if known is None or known[0] is not handler:
+            known = (handler, _wrap(handler, details.method))
+            self._wrapped[details.method] = known
+        return known[1]
 
-        async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = request_id_var.set(request_id)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                return await inner(request, context)
-            except ServiceError as error:
-                code = error.code
-                status = rpc_status.to_status(error.to_status())
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            except (grpc.aio.AbortError, grpc.RpcError):
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            finally:
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+
+    async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = request_id_var.set(_request_id(context.invocation_metadata()))
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await inner(request, context)
+        except ServiceError as error:
+            code = error.code
+            status = rpc_status.to_status(error.to_status())
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except (grpc.aio.AbortError, grpc.RpcError):
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            if log.isEnabledFor(logging.INFO):
                 log.info("rpc", extra={
                     "method": method,
                     "code": getattr(code, "name", str(code)),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 })
-                request_id_var.reset(token)
+            request_id_var.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _request_id(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:

@@ -43,3 +43,15 @@ async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.Async
                                         client=("203.0.113.9", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
+
+
+@pytest.fixture(scope="module")
+async def offline_gateway(signing_key, redis_url) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway with no service behind it (every address refuses) and its Redis policies
+    off: for what the edge answers on its own (sign-in checks, docs)."""
+    nowhere = ["127.0.0.1:1"]
+    settings = GatewaySettings(user_addrs=nowhere, product_addrs=nowhere, order_addrs=nowhere,
+                               redis_url=redis_url, jwt_public_key_file=signing_key[1],
+                               rate_limit_enabled=False, cache_enabled=False, access_log=False)
+    async with gateway_client(settings) as http:
+        yield http

@@ -6,18 +6,12 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.settings import GatewaySettings
-from tests.integration.gateway.conftest import gateway_client, make_token
+from tests.integration.gateway.conftest import make_token
 
 
 @pytest.fixture(scope="module")
-async def client(signing_key, redis_url):
-    nowhere = ["127.0.0.1:1"]
-    settings = GatewaySettings(user_addrs=nowhere, product_addrs=nowhere, order_addrs=nowhere,
-                               redis_url=redis_url, jwt_public_key_file=signing_key[1],
-                               rate_limit_enabled=False, cache_enabled=False, access_log=False)
-    async with gateway_client(settings) as http:
-        yield http
+def client(offline_gateway):
+    return offline_gateway
 
 
 def bad_tokens(key: Ed25519PrivateKey) -> dict[str, str]:
