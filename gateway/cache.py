@@ -34,6 +34,7 @@ from gateway.cache_entry import (
 )
 from gateway.cache_store import CacheStore, Lookup
 from gateway.metrics import CACHE, child
+from gateway.redisbatch import RedisBatcher
 
 __all__ = ["CacheMiddleware", "CacheRule", "LookupPlan", "cache_key", "generations"]
 
@@ -52,11 +53,13 @@ class CacheMiddleware:
     """Caches the GET answers of the routes matching `rules` for `ttl` seconds, and keeps them
     `max_stale` seconds longer for when the upstream is down. `redis` must not decode
     responses; `redis_timeout` bounds each Redis call and `backoff` is how long (on `clock`)
-    the cache stays out of the way after a Redis failure."""
+    the cache stays out of the way after a Redis failure. `batcher`, when given, is the rate
+    limiter's: fills then ride in its pipelines (and its timeout applies)."""
 
     def __init__(self, app: ASGIApp, *, redis: Redis, rules: Iterable[CacheRule],
                  ttl: float, max_stale: float, backoff: float = 0.5,
                  redis_timeout: float = 0.25, max_entry_bytes: int = 1 << 20,
+                 batcher: RedisBatcher | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if ttl <= 0 or max_stale < 0 or max_entry_bytes <= 0:
             raise ValueError("ttl and max_entry_bytes must be positive, max_stale not negative")
@@ -65,7 +68,8 @@ class CacheMiddleware:
         self._ttl = ttl
         self._max_stale = max_stale
         self._max_entry_bytes = max_entry_bytes
-        self._store = CacheStore(redis, timeout=redis_timeout, backoff=backoff, clock=clock)
+        self._store = CacheStore(redis, timeout=redis_timeout, backoff=backoff, batcher=batcher,
+                                 clock=clock)
         self._flights: dict[str, asyncio.Future[_Answer | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -132,7 +136,7 @@ class CacheMiddleware:
             if stale is not None:
                 return stale
         if self._cacheable(response, request):
-            return await self._fill(request, response, lookup)
+            return self._fill(request, response, lookup)
         return _Answer.passed(response, label="MISS")
 
     async def _stale(self, request: _Request) -> _Answer | None:
@@ -151,7 +155,7 @@ class CacheMiddleware:
                 and "no-cache" not in response.cache_control
                 and len(response.body) <= self._max_entry_bytes)
 
-    async def _fill(self, request: _Request, response: _Response, lookup: Lookup) -> _Answer:
+    def _fill(self, request: _Request, response: _Response, lookup: Lookup) -> _Answer:
         # Never stale after a write, without compare-and-set: the entry carries the
         # generations read by the lookup BEFORE the upstream call. A service bumps the
         # generation after its write and before it returns, so either the bump came before our
@@ -162,7 +166,7 @@ class CacheMiddleware:
                       body=response.body, etag=make_etag(response.body),
                       stored_at=lookup.redis_now(), generations=lookup.generations)
         if not request.no_store:
-            await self._store.store(request.key, entry, keep_seconds=self._ttl + self._max_stale)
+            self._store.store(request.key, entry, keep_seconds=self._ttl + self._max_stale)
         headers = tuple((name, value) for name, value in response.headers if name not in _OURS)
         return _Answer(response.status, headers, response.body, "MISS", etag=entry.etag,
                        max_age=int(self._ttl))

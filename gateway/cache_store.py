@@ -1,14 +1,13 @@
-"""The Redis side of the response cache: one round trip per lookup, one per fill, and the
-outage switch that turns the cache off (not the gateway) while Redis is unreachable."""
+"""The Redis side of the response cache: one round trip per lookup, fills written behind (in
+the next pipeline, see gateway/redisbatch.py), and the outage switch that turns the cache off
+(not the gateway) while Redis is unreachable."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import redis.asyncio as redis
 
@@ -17,8 +16,6 @@ from gateway.metrics import REDIS_ERRORS
 from gateway.redisbatch import RedisBatcher
 
 log = logging.getLogger("portico.gateway.cache")
-
-T = TypeVar("T")
 
 # One round trip gives a request everything it needs to decide: the entry (or nil), the Redis
 # clock (so every replica measures age on one clock) and the current generation of each key
@@ -74,14 +71,15 @@ class CacheStore:
     warning is logged per outage rather than one per request."""
 
     def __init__(self, client: redis.Redis, *, timeout: float, backoff: float,
+                 batcher: RedisBatcher | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if timeout <= 0 or backoff < 0:
             raise ValueError("the Redis timeout must be positive and the backoff not negative")
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the cache stores bytes: give it a client without decode_responses")
-        self._batch = RedisBatcher(client, timeout=timeout)
+        # The batcher bounds every call by its timeout (`timeout` for one of its own).
+        self._batch = batcher or RedisBatcher(client, timeout=timeout)
         self._lookup = self._batch.script(_LOOKUP)
-        self._timeout = timeout
         self._backoff = backoff
         self._clock = clock
         self._retry_at = 0.0
@@ -94,33 +92,24 @@ class CacheStore:
 
     async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
         """The entry and generations, or None when Redis failed."""
-        reply = await self._call(lambda: self._lookup([key, *generation_keys], []))
-        if reply is None:
-            return None
-        raw, seconds, micros, *gens = reply
-        return Lookup.of(raw, gens, now=int(seconds) + int(micros) / 1_000_000,
-                         read_at=time.monotonic())
-
-    async def store(self, key: str, entry: Entry, *, keep_seconds: float) -> None:
-        """Stores `entry` for `keep_seconds` (fresh time plus stale time); a failure only
-        costs a later miss."""
-        milliseconds = max(1, int(keep_seconds * 1000))
-        await self._call(lambda: self._batch.command("SET", key, entry.encode(), "PX",
-                                                     milliseconds))
-
-    async def _call(self, make: Callable[[], Awaitable[T]]) -> T | None:
-        # The client's own retries could hold a request for seconds while Redis is down; the
-        # timeout bounds what the cache may add to any request.
         try:
-            async with asyncio.timeout(self._timeout):
-                result = await make()
+            reply = await self._lookup([key, *generation_keys], [])
         except (redis.RedisError, OSError, TimeoutError) as error:
             self._failed(error)
             return None
         if self._outage:
             self._outage = False
             log.info("redis reachable again, response cache resumed")
-        return result
+        raw, seconds, micros, *gens = reply
+        return Lookup.of(raw, gens, now=int(seconds) + int(micros) / 1_000_000,
+                         read_at=time.monotonic())
+
+    def store(self, key: str, entry: Entry, *, keep_seconds: float) -> None:
+        """Stores `entry` for `keep_seconds` (fresh time plus stale time), written behind: the
+        answer goes out without waiting for it. A failure only costs a later miss. (A late
+        fill is harmless: the entry carries the generations read before its upstream call.)"""
+        milliseconds = max(1, int(keep_seconds * 1000))
+        self._batch.later("SET", key, entry.encode(), "PX", milliseconds, on_error=self._failed)
 
     def _failed(self, error: BaseException) -> None:
         REDIS_ERRORS.labels(concern="cache").inc()

@@ -16,6 +16,7 @@ from gateway.cache import CacheMiddleware, CacheRule, LookupPlan
 from gateway.chain import EdgePolicies
 from gateway.ratelimit import RateLimitMiddleware, standard_policies
 from gateway.ratelimit_buckets import RedisTokenBucket
+from gateway.redisbatch import RedisBatcher
 from gateway.settings import GatewaySettings
 
 # Public GETs only: products are the same for every caller. Users and orders are private and
@@ -34,9 +35,11 @@ def redis_client(url: str) -> redis.Redis:
 
 def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:
     rate_limit = cache = None
+    # One batcher for both: the cache's fills go out in the rate limiter's pipelines.
+    batcher = RedisBatcher(client, timeout=settings.redis_timeout_seconds)
     if settings.rate_limit_enabled:
         rate_limit = Middleware(
-            RateLimitMiddleware, limiter=RedisTokenBucket(client),
+            RateLimitMiddleware, limiter=RedisTokenBucket(client, batcher=batcher),
             policies=standard_policies(rate=settings.rate_limit_rate,
                                        burst=settings.rate_limit_burst,
                                        login_rate=settings.login_rate_limit_rate,
@@ -47,5 +50,5 @@ def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:
     if settings.cache_enabled:
         cache = Middleware(CacheMiddleware, redis=client, rules=CACHE_RULES,
                            ttl=settings.cache_ttl_seconds,
-                           max_stale=settings.cache_max_stale_seconds)
+                           max_stale=settings.cache_max_stale_seconds, batcher=batcher)
     return EdgePolicies(rate_limit=rate_limit, cache=cache)

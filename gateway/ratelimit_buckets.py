@@ -115,16 +115,16 @@ class RedisTokenBucket:
     """
 
     def __init__(self, client: Redis, *, retry_interval: float = 0.5,
-                 call_timeout: float = 0.5,
+                 call_timeout: float = 0.5, batcher: RedisBatcher | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if retry_interval <= 0 or call_timeout <= 0:
             raise ValueError("retry_interval and call_timeout must be positive")
         self.retry_interval = retry_interval
-        # A backstop over the client's own socket timeout: redis-py retries failed commands by
-        # default, which would multiply that timeout.
-        self._call_timeout = call_timeout
         self._clock = clock
-        self._script = RedisBatcher(client, timeout=call_timeout).script(LUA_SCRIPT)
+        # Calls go through a batcher, which bounds each by its timeout (`call_timeout` for one
+        # of its own). Sharing the response cache's lets its fills ride in these pipelines.
+        batcher = batcher or RedisBatcher(client, timeout=call_timeout)
+        self._script = batcher.script(LUA_SCRIPT)
         self._down = False
         self._retry_at = 0.0
 
@@ -144,8 +144,7 @@ class RedisTokenBucket:
             # This request probes Redis; the others keep off it until the probe is done.
             self._retry_at = now + self.retry_interval
         try:
-            async with asyncio.timeout(self._call_timeout):
-                reply = await self._script([key, *read_along], [rate, burst])
+            reply = await self._script([key, *read_along], [rate, burst])
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             self._failed(error)
             return None

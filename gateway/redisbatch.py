@@ -5,11 +5,19 @@ cache fill too). Sent one by one, each call pays for a connection from the pool,
 and a parse: about 200 µs of CPU here. The calls made while a batch is out go together as the
 next pipeline (one write, one read; about 50 µs a call at 32 in flight), and each caller gets its
 own answer. A lone call goes out at once, as it would without batching.
+
+A write whose answer nobody waits for (a cache fill) is queued with `later`: it goes out in
+front of the next call's pipeline, or on its own after `linger` seconds when none comes, so on a
+busy gateway it costs no round trip of its own. Calls go out in the order they were made, so a
+later read in this process sees the write.
+
+Each batch is bounded by `timeout`; a call waits at most for the batch in flight and its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,20 +30,45 @@ from redis.exceptions import NoScriptError
 class _Call:
     args: tuple[Any, ...]
     script: AsyncScript | None
-    future: asyncio.Future
+    future: asyncio.Future | None  # None for a `later` call
+    on_error: Callable[[BaseException], None] | None = None
+
+    def settle(self, result: Any) -> None:
+        """Hands the call its answer, or its failure (a cancelled batch fails a waiting caller
+        but is no Redis failure to tell a `later` call of)."""
+        failed = isinstance(result, BaseException)
+        if self.future is None:
+            if failed and not isinstance(result, asyncio.CancelledError) and self.on_error:
+                self.on_error(result)
+        elif not self.future.done():
+            if isinstance(result, asyncio.CancelledError):
+                self.future.set_exception(ConnectionError("cancelled"))
+            elif failed:
+                self.future.set_exception(result)
+            else:
+                self.future.set_result(result)
 
 
 class RedisBatcher:
     """`await batcher.command("SET", key, value)`, or `script = batcher.script(lua)` then
     `await script(keys, args)`: answers as the plain client would give them."""
 
-    def __init__(self, client: Redis, *, timeout: float, max_batch: int = 128) -> None:
+    def __init__(self, client: Redis, *, timeout: float, max_batch: int = 128,
+                 linger: float = 0.002) -> None:
+        if timeout <= 0 or max_batch < 1 or linger < 0:
+            raise ValueError("timeout must be positive, max_batch at least 1, linger >= 0")
         self._client = client
         self._timeout = timeout
         self._max_batch = max_batch
+        self._linger = linger
         self._pending: list[_Call] = []
         self._sending = False
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
 
     def script(self, text: str):
         """A callable `(keys, args) -> answer` running the Lua `text` through the batcher."""
@@ -48,6 +81,17 @@ class RedisBatcher:
 
     async def command(self, *args: Any) -> Any:
         return await self._call(args, None)
+
+    def later(self, *args: Any, on_error: Callable[[BaseException], None]) -> None:
+        """Queues a command nobody waits for; `on_error` hears of its failure."""
+        self._pending.append(_Call(args, None, None, on_error))
+        if not self._sending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._linger, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._timer = None
+        if self._pending and not self._sending:
+            self._spawn()
 
     async def _call(self, args: tuple[Any, ...], script: AsyncScript | None) -> Any:
         future = asyncio.get_running_loop().create_future()
@@ -91,16 +135,12 @@ class RedisBatcher:
                 results = await self._execute(batch)
         except BaseException as error:  # the callers get the failure, each its own
             for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(error if isinstance(error, Exception)
-                                              else ConnectionError("cancelled"))
+                call.settle(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
             return
         for call, result in zip(batch, results, strict=True):
-            if not call.future.done():
-                if isinstance(result, Exception):
-                    call.future.set_exception(result)
-                else:
-                    call.future.set_result(result)
+            call.settle(result)
 
     async def _execute(self, batch: list[_Call]) -> list:
         results = await self._pipeline(batch)

@@ -24,6 +24,9 @@ class GatewaySettings(BaseSettings):
     product_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50061"])
     order_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50071"])
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Bounds every Redis call of the edge policies: a slower Redis counts as down (the
+    # policies then fall back on their own, see gateway/policies.py).
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=10)
 
     # Sign-in: the gateway holds the public key only.
     state_dir: Path = Path(".portico")

@@ -431,6 +431,7 @@ async def test_redis_down_bypasses_the_cache_then_it_resumes(
     caplog.set_level(logging.INFO, logger="portico.gateway.cache")
     async with _client(cache) as client:
         await client.get(f"/products/{product_id}")
+        await asyncio.sleep(0.05)  # its fill, written behind, has gone out
         redis_server.stop()
         try:
             failing = await client.get(f"/products/{product_id}")  # Finds Redis gone.

@@ -76,3 +76,31 @@ async def test_a_dead_redis_fails_every_caller(redis_server) -> None:
     finally:
         redis_server.start()
         await connection.aclose()
+
+
+async def test_a_later_write_rides_in_the_next_calls_pipeline(client) -> None:
+    batcher = CountingBatcher(client, timeout=2, linger=10)
+    echo = batcher.script(ECHO)
+    await echo(["warm"], [0])
+    batcher.pipelines = 0
+    failures: list[BaseException] = []
+    batcher.later("SET", "rb:later", "written", on_error=failures.append)
+    assert await batcher.command("GET", "rb:later") == b"written"   # sent first, read after
+    assert (batcher.pipelines, failures) == (1, [])
+
+
+async def test_a_lone_later_write_goes_out_after_the_linger(client) -> None:
+    batcher = CountingBatcher(client, timeout=2, linger=0.01)
+    batcher.later("SET", "rb:lone", "v", on_error=pytest.fail)
+    await asyncio.sleep(0.2)
+    assert batcher.pipelines == 1
+    assert await client.get("rb:lone") == b"v"
+
+
+async def test_a_later_write_that_fails_is_reported(client) -> None:
+    batcher = RedisBatcher(client, timeout=2, linger=0)
+    await client.set("rb:list", "not a list")
+    failures: list[BaseException] = []
+    batcher.later("LPUSH", "rb:list", "x", on_error=failures.append)
+    await asyncio.sleep(0.2)
+    assert [type(f).__name__ for f in failures] == ["ResponseError"]
