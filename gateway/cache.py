@@ -43,6 +43,8 @@ STALE_IF_ERROR = frozenset({502, 503, 504})
 _OURS = frozenset({b"etag", b"cache-control", b"age", b"x-cache"})
 # Headers about one request, never copied onto another's answer.
 _PER_REQUEST = frozenset({b"x-request-id", b"set-cookie", b"date", b"server"})
+# The request headers the cache reads.
+_READ = frozenset({b"cache-control", b"pragma", b"if-none-match"})
 # The cache answers conditional requests itself: the upstream always sends the full answer,
 # which can then be stored and shared whatever the first client's validators were.
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"if-match",
@@ -82,8 +84,10 @@ class CacheMiddleware:
             await self.app(scope, receive, send)
             return
         request = _Request.parse(scope, generation_keys)
-        upstream_scope = {**scope, "headers": [
-            (name, value) for name, value in scope["headers"] if name not in _CONDITIONAL]}
+        upstream_scope = scope
+        if any(name in _CONDITIONAL for name, _ in scope["headers"]):
+            upstream_scope = {**scope, "headers": [
+                (name, value) for name, value in scope["headers"] if name not in _CONDITIONAL]}
         if request.head or request.revalidate:
             answer = await self._resolve(request, upstream_scope, receive)
         else:
@@ -127,9 +131,10 @@ class CacheMiddleware:
             lookup = await self._store.lookup(request.key, request.generation_keys)
         if lookup is None:
             return _Answer.passed(await _capture(self.app, scope, receive), label=None)
-        entry, age = lookup.current(), lookup.age()
-        if entry is not None and age is not None and age <= self._ttl and not request.revalidate:
-            return self._from_entry(entry, age, "HIT")
+        if not request.revalidate:
+            entry, age = lookup.current(), lookup.age()
+            if entry is not None and age is not None and age <= self._ttl:
+                return self._from_entry(entry, age, "HIT")
         response = await _capture(self.app, scope, receive)
         if response.status in STALE_IF_ERROR and not request.revalidate:
             stale = await self._stale(request)
@@ -218,7 +223,8 @@ class _Request:
     def parse(cls, scope: Scope, generation_keys: tuple[str, ...]) -> _Request:
         values: dict[bytes, list[str]] = {}
         for name, value in scope["headers"]:
-            values.setdefault(name, []).append(value.decode("latin-1"))
+            if name in _READ:
+                values.setdefault(name, []).append(value.decode("latin-1"))
         control = directives(values.get(b"cache-control", ()))
         no_store = "no-store" in control
         revalidate = (no_store or "no-cache" in control or "max-age=0" in control

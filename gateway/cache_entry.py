@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode
 
 import orjson
@@ -26,6 +27,11 @@ MAX_KEY_LENGTH = 256
 _FORMAT = 1
 
 
+# Hot pages ask for the same keys again and again: both are remembered (bounded) per process.
+KEYS_REMEMBERED = 4096
+
+
+@lru_cache(maxsize=KEYS_REMEMBERED)
 def cache_key(path: str, query_string: bytes | str) -> str:
     """The Redis key of a request: the path without its trailing slash, then the query
     parameters sorted by name and value and re-encoded, so that equal requests share one key."""
@@ -70,10 +76,15 @@ class CacheRule:
 
     def match(self, path: str) -> tuple[str, ...] | None:
         """The generation keys of `path`, or None when the rule does not apply to it."""
-        found = self.pattern.search(path)
-        if found is None:
-            return None
-        return generations(self.kind, found[self.id_group] if self.id_group else None)
+        return _rule_match(self, path)
+
+
+@lru_cache(maxsize=KEYS_REMEMBERED)
+def _rule_match(rule: CacheRule, path: str) -> tuple[str, ...] | None:
+    found = rule.pattern.search(path)
+    if found is None:
+        return None
+    return generations(rule.kind, found[rule.id_group] if rule.id_group else None)
 
 
 def make_etag(body: bytes) -> str:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as redis
 
@@ -32,10 +33,11 @@ return reply
 
 @dataclass(frozen=True)
 class Lookup:
-    """What Redis said at one instant: the stored entry (if any, and readable), the current
-    generations, and the time on the Redis clock, with the local monotonic time it was read."""
+    """What Redis said at one instant: the stored entry (if any, and readable; decoded when
+    first asked for), the current generations, and the time on the Redis clock, with the local
+    monotonic time it was read."""
 
-    entry: Entry | None
+    raw: bytes | None
     generations: tuple[str, ...]
     now: float
     read_at: float
@@ -43,10 +45,13 @@ class Lookup:
     @classmethod
     def of(cls, raw: bytes | None, generations: list, *, now: float, read_at: float) -> Lookup:
         """A lookup from the raw values of the entry key and the generation keys."""
-        return cls(entry=Entry.decode(raw) if raw is not None else None,
-                   generations=tuple(_text(gen) if gen is not None else "0"
-                                     for gen in generations),
+        return cls(raw=raw, generations=tuple(_text(gen) if gen is not None else "0"
+                                              for gen in generations),
                    now=now, read_at=read_at)
+
+    @cached_property
+    def entry(self) -> Entry | None:
+        return Entry.decode(self.raw) if self.raw is not None else None
 
     def age(self) -> float | None:
         """Seconds since the entry was stored, or None without an entry."""

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class _Call:
 
 class RedisBatcher:
     """`await batcher.command("SET", key, value)`, or `script = batcher.script(lua)` then
-    `await script(keys, args)`: answers as the plain client would give them."""
+    `await script(keys, args)`: answers as Redis gives them (b"OK" for a SET: no response
+    callbacks), errors as the plain client raises them."""
 
     def __init__(self, client: Redis, *, timeout: float, max_batch: int = 128,
                  linger: float = 0.002) -> None:
@@ -64,6 +66,7 @@ class RedisBatcher:
         self._pending: list[_Call] = []
         self._sending = False
         self._timer: asyncio.TimerHandle | None = None
+        self._connection: AbstractConnection | None = None
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -154,7 +157,23 @@ class RedisBatcher:
         return results
 
     async def _pipeline(self, batch: list[_Call]) -> list:
-        pipe = self._client.pipeline(transaction=False)
-        for call in batch:
-            pipe.execute_command(*call.args)
-        return await pipe.execute(raise_on_error=False)
+        # One batch is out at a time, so one connection of our own carries them all: packed
+        # and read straight, without a Pipeline object, the pool or response callbacks.
+        if self._connection is None:
+            self._connection = await self._client.connection_pool.get_connection()
+        connection = self._connection
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([call.args for call in batch]), check_health=False)
+            results: list = []
+            for _ in batch:
+                try:
+                    results.append(await connection.read_response())
+                except ResponseError as error:  # this command's own error: the stream is fine
+                    results.append(error)
+        except BaseException:
+            # Cut short (a timeout, a broken socket): answers may still be on the way, so the
+            # connection is closed, and opened again by the next batch.
+            await connection.disconnect(nowait=True)
+            raise
+        return results
