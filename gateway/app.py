@@ -7,6 +7,7 @@ import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from gateway import openapi, policies
 from gateway.access import RouteLabels
@@ -14,6 +15,7 @@ from gateway.auth import TokenVerifier
 from gateway.chain import build_chain
 from gateway.errors import install_handlers
 from gateway.routes import auth, ops, orders, products, users
+from gateway.routes.direct import DirectRoutes
 from gateway.routes.dispatch import Dispatcher
 from gateway.settings import GatewaySettings, get_settings
 from gateway.upstream import BreakerConfig, RetryBudget, Upstream
@@ -61,12 +63,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await redis_client.aclose()
 
     labels = RouteLabels([r.path for r in all_routes()] + ["/healthz", "/readyz", "/metrics"])
+    dispatch = Dispatcher(upstream)
     chain = build_chain(
         settings, verifier=TokenVerifier.from_file(settings.public_key_path,
                                                    issuer=settings.jwt_issuer),
         labels=labels, policies=policies.build(settings, redis_client),
-        docs_prefixes=ops.DOCS_PREFIXES)
-    dispatch = Dispatcher(upstream)
+        docs_prefixes=ops.DOCS_PREFIXES,
+        direct_routes=Middleware(DirectRoutes, routes=all_routes(), dispatch=dispatch))
     # The API's routes are the app's own: an included router is matched twice per request.
     routes = [route for module in RESOURCES for route in module.router(dispatch).routes]
     app = FastAPI(title="Portico", version=VERSION, lifespan=lifespan, middleware=chain,

@@ -2,7 +2,8 @@
 
 request id -> trailing slash -> access log + metrics -> security headers -> CORS -> body-size
 limit -> JSON-only writes -> authentication -> rate limit -> refusal of bad tokens -> response
-cache -> route
+cache -> route (GETs by id straight from the route table, gateway/routes/direct.py; the rest
+through FastAPI's router)
 
 A bad token is refused after the rate limiter, so that requests carrying one are limited (and
 answered with RateLimit-* headers) like any other.
@@ -33,7 +34,8 @@ class EdgePolicies:
 
 
 def build_chain(settings: GatewaySettings, *, verifier: TokenVerifier, labels: RouteLabels,
-                policies: EdgePolicies, docs_prefixes: tuple[str, ...]) -> list[Middleware]:
+                policies: EdgePolicies, docs_prefixes: tuple[str, ...],
+                direct_routes: Middleware) -> list[Middleware]:
     """The middleware list, outermost first."""
     chain = [
         Middleware(RequestIdMiddleware),
@@ -57,4 +59,4 @@ def build_chain(settings: GatewaySettings, *, verifier: TokenVerifier, labels: R
     ]
     chain += [m for m in (policies.rate_limit, Middleware(RefuseBadTokens), policies.cache)
               if m is not None]
-    return chain
+    return [*chain, direct_routes]

@@ -154,15 +154,18 @@ def problem_response(problem: Problem, *, instance: str, request_id: str):
     return response
 
 
+def request_problem(request, problem: Problem):
+    """The problem as the answer to `request` (a Starlette Request)."""
+    return problem_response(problem, instance=request.url.path,
+                            request_id=getattr(request.state, "request_id", "-"))
+
+
 def install_handlers(app) -> None:
     """Every exception that reaches the app becomes problem+json; none becomes a bare 500."""
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    def answer(request, problem: Problem):
-        return problem_response(problem, instance=request.url.path,
-                                request_id=getattr(request.state, "request_id", "-"))
-
+    answer = request_problem
     async def on_problem(request, error: Problem):
         return answer(request, error)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from gateway.routes import direct
 from gateway.routes.dispatch import Dispatcher, require
 from gateway.routes.schemas import STRICT, Cursor, Id, Limit, Money, Name, PathId, add, without_none
 from gateway.routes.table import Access, Route
@@ -101,9 +102,6 @@ def router(dispatch: Dispatcher) -> APIRouter:
         return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or "",
                                               "name": name or ""})
 
-    async def get_product(request: Request, id: PathId):
-        return await dispatch(GET, request, {"id": id})
-
     async def create_product(request: Request, body: Annotated[ProductCreate, Body()]):
         require(CREATE, request)
         return await dispatch(CREATE, request, without_none(body))
@@ -118,8 +116,8 @@ def router(dispatch: Dispatcher) -> APIRouter:
         return await dispatch(DELETE, request, {"id": id})
 
     add(api, LIST, list_products, response_model=list[Product], summary="List products")
-    add(api, GET, get_product, response_model=Product, summary="Get a product by id",
-        extra_errors=(404,))
+    add(api, GET, direct.endpoint(dispatch, GET), response_model=Product,
+        summary="Get a product by id", extra_errors=(404,))
     add(api, CREATE, create_product, response_model=Product, summary="Create a product",
         extra_errors=(401, 403, 409))
     add(api, UPDATE, update_product, response_model=Product, summary="Update a product",

@@ -15,11 +15,12 @@ from gateway.routes.table import Route
 # field is an error, so `{"$gt": ""}` where a string belongs is refused at the edge.
 STRICT = ConfigDict(extra="forbid", strict=True)
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Money = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,9})(\.[0-9]{1,2})?$"),
                   Field(examples=["19.99"], description="exact decimal, at most two places")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-PathId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the id")]
+PathId = Annotated[str, Path(pattern=ID_PATTERN, description="the id")]
 Limit = Annotated[int, Query(ge=1, le=100, description="largest number of items to return")]
 Cursor = Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_=-]+$",
                                      description="the cursor of the previous page's Link")]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, StringConstraints
 
 from gateway.errors import Problem
+from gateway.routes import direct
 from gateway.routes.dispatch import Dispatcher, require
 from gateway.routes.schemas import STRICT, Cursor, Limit, Name, PathId, add, without_none
 from gateway.routes.table import Access, Route
@@ -81,10 +82,6 @@ def router(dispatch: Dispatcher) -> APIRouter:
             raise Problem(403, "only an admin may choose a role", code="PERMISSION_DENIED")
         return await dispatch(CREATE, request, without_none(body))
 
-    async def get_user(request: Request, id: PathId):
-        require(GET, request, owner=id)
-        return await dispatch(GET, request, {"id": id})
-
     async def update_user(request: Request, id: PathId, body: Annotated[UserUpdate, Body()]):
         principal = require(UPDATE, request, owner=id)
         if body.role is not None and not principal.is_admin:
@@ -101,7 +98,7 @@ def router(dispatch: Dispatcher) -> APIRouter:
 
     add(api, CREATE, create_user, response_model=User, summary="Sign up",
         extra_errors=(403, 409))
-    add(api, GET, get_user, response_model=User, summary="Get a user by id",
+    add(api, GET, direct.endpoint(dispatch, GET), response_model=User, summary="Get a user by id",
         extra_errors=(401, 403, 404))
     add(api, UPDATE, update_user, response_model=User, summary="Update a user",
         extra_errors=(401, 403, 404, 409))

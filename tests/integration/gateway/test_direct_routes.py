@@ -1,0 +1,116 @@
+"""GETs by id served straight from the route table (gateway/routes/direct.py) answer exactly as
+FastAPI's endpoints for them do, and the requests they do not take still reach FastAPI."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.routes.direct import DirectRoutes
+from gateway.settings import GatewaySettings
+from portico.product.v1 import product_pb2, product_pb2_grpc
+from portico.user.v1 import user_pb2, user_pb2_grpc
+from services.common.server import create_server
+from tests.integration.gateway.conftest import make_token
+
+PER_REQUEST = {"x-request-id", "date"}
+
+
+class Products(product_pb2_grpc.ProductServiceServicer):
+    async def GetProduct(self, request, context):
+        if request.id.startswith("P"):
+            product = product_pb2.Product(id=request.id, name="A", price="1.50", stock=2)
+            product.create_time.FromSeconds(1_800_000_000)
+            product.attributes.update({"colour": "red", "sizes": [1, 2]})
+            return product_pb2.GetProductResponse(product=product)
+        await context.abort(getattr(grpc.StatusCode, request.id), "secret detail")
+
+
+class Users(user_pb2_grpc.UserServiceServicer):
+    async def GetUser(self, request, context):
+        return user_pb2.GetUserResponse(user=user_pb2.User(
+            id=request.id, name="N", email=f"{request.id}@example.test", role="customer"))
+
+
+@pytest.fixture(scope="module")
+async def address():
+    running = await create_server([
+        (product_pb2_grpc.add_ProductServiceServicer_to_server, Products(),
+         "portico.product.v1.ProductService"),
+        (user_pb2_grpc.add_UserServiceServicer_to_server, Users(), "portico.user.v1.UserService")])
+    yield f"127.0.0.1:{running.port}"
+    await running.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
+                  fastapi_by_id: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway, optionally without its direct routes or without FastAPI's GET-by-id
+    endpoints (both are taken out before the first request builds the middleware stack)."""
+    settings = GatewaySettings(
+        product_addrs=[address], user_addrs=[address], order_addrs=[address],
+        redis_url=redis_url, jwt_public_key_file=signing_key[1], retry_max_attempts=1,
+        rate_limit_enabled=False, cache_enabled=False, access_log=False)
+    app = create_app(settings)
+    if not direct:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+    if not fastapi_by_id:
+        by_id = ("/products/{id}", "/users/{id}")
+        app.router.routes[:] = [r for r in app.router.routes
+                                if not (getattr(r, "path", None) in by_id and "GET" in r.methods)]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+def _requests(signing_key) -> list[tuple[str, str, dict[str, str]]]:
+    key = signing_key[0]
+    own = {"Authorization": f"Bearer {make_token(key, 'u1')}"}
+    admin = {"Authorization": f"Bearer {make_token(key, 'a1', 'admin')}"}
+    return [
+        ("GET", "/products/P1", {}), ("GET", "/products/P1/", {}), ("GET", "/products/P1", own),
+        ("GET", "/products/NOT_FOUND", {}), ("GET", "/products/UNAVAILABLE", {}),
+        ("GET", "/products/INTERNAL", {}), ("GET", "/products/bad.id", {}),
+        ("GET", "/products/" + "x" * 65, {}), ("HEAD", "/products/P1", {}),
+        ("GET", "/products/P1?unused=1", {}),
+        ("GET", "/users/u1", own), ("GET", "/users/u2", own), ("GET", "/users/u2", admin),
+        ("GET", "/users/u1", {}), ("GET", "/users/u1", {"Authorization": "Bearer nope"}),
+        ("GET", "/users/bad.id", own),
+    ]
+
+
+def _comparable(answer: httpx.Response) -> tuple:
+    body = answer.json() if answer.content else None
+    if isinstance(body, dict):
+        body.pop("request_id", None)
+    headers = sorted((k, v) for k, v in answer.headers.items() if k not in PER_REQUEST)
+    return answer.status_code, headers, body
+
+
+async def test_direct_routes_answer_as_fastapi_does(address, signing_key, redis_url) -> None:
+    async with gateway(address, signing_key, redis_url) as fast, \
+            gateway(address, signing_key, redis_url, direct=False) as slow:
+        for method, path, headers in _requests(signing_key):
+            direct = await fast.request(method, path, headers=headers)
+            fastapi = await slow.request(method, path, headers=headers)
+            assert _comparable(direct) == _comparable(fastapi), (method, path)
+
+
+async def test_the_direct_routes_take_only_gets_with_a_fitting_id(
+        address, signing_key, redis_url) -> None:
+    """With FastAPI's GET-by-id endpoints gone, fitting GETs are still answered (directly), and
+    whatever the direct routes leave alone reaches FastAPI (which now has no such route)."""
+    own = {"Authorization": f"Bearer {make_token(signing_key[0], 'u1')}"}
+    async with gateway(address, signing_key, redis_url, fastapi_by_id=False) as client:
+        assert (await client.get("/products/P1")).json()["id"] == "P1"
+        assert (await client.get("/users/u1", headers=own)).json()["id"] == "u1"
+        assert (await client.get("/users/u2", headers=own)).status_code == 403
+        for method, path in (("GET", "/products/bad.id"), ("HEAD", "/products/P1")):
+            answer = await client.request(method, path)
+            assert answer.status_code in (404, 405), (method, path)
