@@ -72,7 +72,7 @@ class CacheMiddleware:
         self._max_entry_bytes = max_entry_bytes
         self._store = CacheStore(redis, timeout=redis_timeout, backoff=backoff, batcher=batcher,
                                  clock=clock)
-        self._flights: dict[str, asyncio.Future[_Answer | None]] = {}
+        self._flights: dict[str, _Flight] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         generation_keys = self._match(scope)
@@ -88,60 +88,88 @@ class CacheMiddleware:
         if any(name in _CONDITIONAL for name, _ in scope["headers"]):
             upstream_scope = {**scope, "headers": [
                 (name, value) for name, value in scope["headers"] if name not in _CONDITIONAL]}
-        if request.head or request.revalidate:
-            answer = await self._resolve(request, upstream_scope, receive)
+        lookup = await self._lookup(request, scope)
+        if lookup is None:  # Redis failed just now: straight upstream
+            answer = _Answer.passed(await _capture(self.app, upstream_scope, receive), label=None)
+        elif (hit := self._hit(request, lookup)) is not None:
+            answer = hit
+        elif request.head or request.revalidate:
+            answer = await self._resolve(request, lookup, upstream_scope, receive)
         else:
-            answer = await self._single_flight(request, upstream_scope, receive)
+            answer = await self._single_flight(request, lookup, upstream_scope, receive)
         child(CACHE, (answer.label or "bypass").lower()).inc()
         await _send(send, answer, request)
 
     def _match(self, scope: Scope) -> tuple[str, ...] | None:
         return match(self._rules, scope)
 
-    async def _single_flight(self, request: _Request, scope: Scope,
+    async def _lookup(self, request: _Request, scope: Scope) -> Lookup | None:
+        reads = readalong.take(scope, (request.key, *request.generation_keys))
+        if reads is not None:  # read in the rate limiter's round trip, just now
+            return Lookup.of(reads.values[0], list(reads.values[1:]), now=reads.now,
+                             read_at=reads.read_at)
+        return await self._store.lookup(request.key, request.generation_keys)
+
+    async def _single_flight(self, request: _Request, lookup: Lookup, scope: Scope,
                              receive: Receive) -> _Answer:
-        # No await between the check and the registration: in one process, exactly one
-        # request per key leads, and the rest wait for its answer.
+        # No await between the check and the registration: in one process, one request per
+        # key leads, and the others that saw the same generations share its answer. One that
+        # saw other generations (a write was acknowledged in between) must not be given data
+        # read before that write: it makes its own call.
         flight = self._flights.get(request.key)
         if flight is not None:
-            shared = await asyncio.shield(flight)
+            if flight.generations != lookup.generations:
+                return await self._resolve(request, lookup, scope, receive)
+            shared = await asyncio.shield(flight.answer)
             if shared is None:
                 # The leader failed or was cancelled: the waiters elect a new one.
-                return await self._single_flight(request, scope, receive)
+                return await self._single_flight(request, lookup, scope, receive)
             if not shared.shareable:
                 # An answer for the leader's client alone: each waiter asks for its own.
-                return await self._resolve(request, scope, receive)
+                return await self._resolve(request, lookup, scope, receive)
             return shared.for_follower()
-        flight = asyncio.get_running_loop().create_future()
+        flight = _Flight(lookup.generations, asyncio.get_running_loop().create_future())
         self._flights[request.key] = flight
         answer = None
         try:
-            answer = await self._resolve(request, scope, receive)
+            # Until its fill is in Redis, a request for the key would find no entry there: the
+            # flight stays till then, so such requests share its answer instead of calling.
+            answer = await self._resolve(request, lookup, scope, receive,
+                                         on_stored=lambda: self._land_soon(request.key, flight))
             return answer
         finally:
-            del self._flights[request.key]
-            flight.set_result(answer)
+            flight.answer.set_result(answer)
+            if answer is None or not answer.storing:
+                self._land(request.key, flight)
 
-    async def _resolve(self, request: _Request, scope: Scope, receive: Receive) -> _Answer:
-        reads = readalong.take(scope, (request.key, *request.generation_keys))
-        if reads is not None:  # read in the rate limiter's round trip, just now
-            lookup = Lookup.of(reads.values[0], list(reads.values[1:]), now=reads.now,
-                               read_at=reads.read_at)
-        else:
-            lookup = await self._store.lookup(request.key, request.generation_keys)
-        if lookup is None:
-            return _Answer.passed(await _capture(self.app, scope, receive), label=None)
-        if not request.revalidate:
-            entry, age = lookup.current(), lookup.age()
-            if entry is not None and age is not None and age <= self._ttl:
-                return self._from_entry(entry, age, "HIT")
+    def _land(self, key: str, flight: _Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    def _land_soon(self, key: str, flight: _Flight) -> None:
+        # After the requests whose lookups went out before the fill (in its very pipeline
+        # too) have looked for the flight: they found no entry, so they must find the flight.
+        asyncio.get_running_loop().call_soon(self._land, key, flight)
+
+    def _hit(self, request: _Request, lookup: Lookup) -> _Answer | None:
+        if request.revalidate:
+            return None
+        entry, age = lookup.current(), lookup.age()
+        if entry is not None and age is not None and age <= self._ttl:
+            return self._from_entry(entry, age, "HIT")
+        return None
+
+    async def _resolve(self, request: _Request, lookup: Lookup, scope: Scope,
+                       receive: Receive, on_stored: Callable[[], None] | None = None) -> _Answer:
+        """The upstream's answer (a miss), stored when it may be, or a stale copy when the
+        upstream is unavailable."""
         response = await _capture(self.app, scope, receive)
         if response.status in STALE_IF_ERROR and not request.revalidate:
             stale = await self._stale(request)
             if stale is not None:
                 return stale
         if self._cacheable(response, request):
-            return self._fill(request, response, lookup)
+            return self._fill(request, response, lookup, on_stored)
         return _Answer.passed(response, label="MISS")
 
     async def _stale(self, request: _Request) -> _Answer | None:
@@ -160,7 +188,8 @@ class CacheMiddleware:
                 and "no-cache" not in response.cache_control
                 and len(response.body) <= self._max_entry_bytes)
 
-    def _fill(self, request: _Request, response: _Response, lookup: Lookup) -> _Answer:
+    def _fill(self, request: _Request, response: _Response, lookup: Lookup,
+              on_stored: Callable[[], None] | None) -> _Answer:
         # Never stale after a write, without compare-and-set: the entry carries the
         # generations read by the lookup BEFORE the upstream call. A service bumps the
         # generation after its write and before it returns, so either the bump came before our
@@ -171,10 +200,11 @@ class CacheMiddleware:
                       body=response.body, etag=make_etag(response.body),
                       stored_at=lookup.redis_now(), generations=lookup.generations)
         if not request.no_store:
-            self._store.store(request.key, entry, keep_seconds=self._ttl + self._max_stale)
+            self._store.store(request.key, entry, keep_seconds=self._ttl + self._max_stale,
+                              on_done=on_stored)
         headers = tuple((name, value) for name, value in response.headers if name not in _OURS)
         return _Answer(response.status, headers, response.body, "MISS", etag=entry.etag,
-                       max_age=int(self._ttl))
+                       max_age=int(self._ttl), storing=not request.no_store)
 
     def _from_entry(self, entry: Entry, age: float, label: str) -> _Answer:
         headers = ((b"content-type", entry.content_type.encode("latin-1")),
@@ -206,6 +236,14 @@ class LookupPlan:
         if generation_keys is None:
             return None
         return (cache_key(scope["path"], scope.get("query_string", b"")), *generation_keys)
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """An upstream call in progress for a key, and the generations its leader read."""
+
+    generations: tuple[str, ...]
+    answer: asyncio.Future[_Answer | None]
 
 
 @dataclass(frozen=True)
@@ -269,6 +307,7 @@ class _Answer:
     age: int | None = None
     max_age: int = 0
     shareable: bool = True
+    storing: bool = False  # its fill is on its way to Redis
 
     @classmethod
     def passed(cls, response: _Response, *, label: str | None) -> _Answer:

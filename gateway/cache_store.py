@@ -109,12 +109,15 @@ class CacheStore:
         return Lookup.of(raw, gens, now=int(seconds) + int(micros) / 1_000_000,
                          read_at=time.monotonic())
 
-    def store(self, key: str, entry: Entry, *, keep_seconds: float) -> None:
+    def store(self, key: str, entry: Entry, *, keep_seconds: float,
+              on_done: Callable[[], None] | None = None) -> None:
         """Stores `entry` for `keep_seconds` (fresh time plus stale time), written behind: the
-        answer goes out without waiting for it. A failure only costs a later miss. (A late
-        fill is harmless: the entry carries the generations read before its upstream call.)"""
+        answer goes out without waiting for it, and `on_done` is called once the write went
+        through or failed. A failure only costs a later miss. (A late fill is harmless: the
+        entry carries the generations read before its upstream call.)"""
         milliseconds = max(1, int(keep_seconds * 1000))
-        self._batch.later("SET", key, entry.encode(), "PX", milliseconds, on_error=self._failed)
+        self._batch.later("SET", key, entry.encode(), "PX", milliseconds,
+                          on_error=self._failed, on_done=on_done)
 
     def _failed(self, error: BaseException) -> None:
         REDIS_ERRORS.labels(concern="cache").inc()

@@ -31,8 +31,9 @@ from redis.exceptions import NoScriptError, ResponseError
 class _Call:
     args: tuple[Any, ...]
     script: AsyncScript | None
-    future: asyncio.Future | None  # None for a `later` call
+    future: asyncio.Future | None            # None for a `later` call
     on_error: Callable[[BaseException], None] | None = None
+    on_done: Callable[[], None] | None = None
 
     def settle(self, result: Any) -> None:
         """Hands the call its answer, or its failure (a cancelled batch fails a waiting caller
@@ -41,6 +42,8 @@ class _Call:
         if self.future is None:
             if failed and not isinstance(result, asyncio.CancelledError) and self.on_error:
                 self.on_error(result)
+            if self.on_done is not None:
+                self.on_done()
         elif not self.future.done():
             if isinstance(result, asyncio.CancelledError):
                 self.future.set_exception(ConnectionError("cancelled"))
@@ -85,9 +88,11 @@ class RedisBatcher:
     async def command(self, *args: Any) -> Any:
         return await self._call(args, None)
 
-    def later(self, *args: Any, on_error: Callable[[BaseException], None]) -> None:
-        """Queues a command nobody waits for; `on_error` hears of its failure."""
-        self._pending.append(_Call(args, None, None, on_error))
+    def later(self, *args: Any, on_error: Callable[[BaseException], None],
+              on_done: Callable[[], None] | None = None) -> None:
+        """Queues a command whose answer nobody waits for. `on_error` hears of its failure;
+        `on_done` is called (at once, in the batch's own step) when it went through or failed."""
+        self._pending.append(_Call(args, None, None, on_error, on_done))
         if not self._sending and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._linger_over)
 

@@ -81,9 +81,8 @@ class Catalogue:
 
 
 class Entrances:
-    """Counts requests entering the cache and says when `expected` of them are inside: the
-    middleware does not await anything before joining a flight, so by the time the waiting
-    test runs again, every one of them is either leading or waiting."""
+    """Counts requests entering the cache and says when `expected` of them are inside (each
+    then looks the key up, and leads, waits for the leader, or finds its stored answer)."""
 
     def __init__(self, app: ASGIApp, expected: int) -> None:
         self.app = app
@@ -288,6 +287,52 @@ async def test_fifty_concurrent_misses_make_one_upstream_call(catalogue, redis_c
     assert {a.headers["x-cache"] for a in answers} == {"MISS"}
     assert {a.content for a in answers} == {answers[0].content}
     assert len({a.headers["etag"] for a in answers}) == 1
+
+
+async def test_a_request_after_a_write_does_not_share_an_answer_read_before_it(
+        catalogue, redis_client, signals):
+    """Single flight shares an answer only with requests that saw the same generations: one
+    that started after a write was acknowledged makes its own call."""
+    product_id = _product(catalogue, "v1")
+    path = f"/products/{product_id}"
+    read_done, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_after_the_read(_: str) -> None:
+        catalogue.during = None
+        read_done.set()
+        await release.wait()
+
+    catalogue.during = hold_after_the_read
+    async with _client(_cache(catalogue, redis_client)) as client:
+        first = asyncio.create_task(client.get(path))
+        await read_done.wait()  # the first call has read v1 and holds its answer
+        catalogue.products[product_id] = {**catalogue.products[product_id], "name": "v2"}
+        await signals.changed("product", product_id)  # the write is acknowledged
+        second = await asyncio.wait_for(client.get(path), timeout=5)
+        release.set()
+        first_answer = await first
+    assert (second.headers["x-cache"], second.json()["name"]) == ("MISS", "v2")
+    assert first_answer.json()["name"] == "v1"
+    assert catalogue.calls[product_id] == 2
+
+
+async def test_requests_that_looked_before_a_fill_landed_share_its_answer(
+        catalogue, redis_client):
+    """Fills are written behind: a request whose lookup went out before the fill reached
+    Redis still shares the finished call's answer instead of calling again."""
+    product_id = _product(catalogue)
+    catalogue.gate = asyncio.Event()
+    entrances = Entrances(_cache(catalogue, redis_client), expected=20)
+    async with _client(entrances) as client:
+        requests = [asyncio.create_task(client.get(f"/products/{product_id}"))
+                    for _ in range(20)]
+        await entrances.all_inside.wait()
+        catalogue.gate.set()
+        answers = await asyncio.gather(*requests)
+        later = await client.get(f"/products/{product_id}")
+    assert catalogue.calls[product_id] == 1
+    assert {a.status_code for a in answers} == {200}
+    assert later.headers["x-cache"] == "HIT"
 
 
 async def test_waiters_do_not_hang_when_the_leader_fails(catalogue, redis_client):
