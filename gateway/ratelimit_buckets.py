@@ -123,10 +123,11 @@ class RedisTokenBucket:
         self._clock = clock
         # Calls go through a batcher, which bounds each by its timeout (`call_timeout` for one
         # of its own). Sharing the response cache's lets its fills ride in these pipelines.
-        batcher = batcher or RedisBatcher(client, timeout=call_timeout)
-        self._script = batcher.script(LUA_SCRIPT)
+        self._batcher = batcher or RedisBatcher(client, timeout=call_timeout)
+        self._script = self._batcher.script(LUA_SCRIPT)
         self._down = False
         self._retry_at = 0.0
+        self._answered_when_failed = 0
 
     @property
     def available(self) -> bool:
@@ -138,7 +139,9 @@ class RedisTokenBucket:
         """Take one token from the shared bucket at `key`, reading the `read_along` keys in
         the same round trip; None when Redis is unavailable."""
         now = self._clock()
-        if now < self._retry_at:
+        # While backing off, Redis is tried again early when the batcher has had an answer
+        # since this limiter's failure (the response cache sharing it found Redis back).
+        if now < self._retry_at and self._batcher.answered == self._answered_when_failed:
             return None
         if self._down:
             # This request probes Redis; the others keep off it until the probe is done.
@@ -170,6 +173,7 @@ class RedisTokenBucket:
     def _failed(self, error: BaseException) -> None:
         REDIS_ERRORS.labels(concern="ratelimit").inc()
         self._retry_at = self._clock() + self.retry_interval
+        self._answered_when_failed = self._batcher.answered
         if not self._down:
             self._down = True
             log.warning("Redis is unavailable for rate limiting; trying it again every %s s",

@@ -70,6 +70,7 @@ class RedisBatcher:
         self._sending = False
         self._timer: asyncio.TimerHandle | None = None
         self._connection: AbstractConnection | None = None
+        self.answered = 0  # batches Redis answered: a user backing off may look at it
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -147,6 +148,7 @@ class RedisBatcher:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return
+        self.answered += 1
         for call, result in zip(batch, results, strict=True):
             call.settle(result)
 
@@ -155,10 +157,10 @@ class RedisBatcher:
         missing = {call.script.script for call, result in zip(batch, results, strict=True)
                    if isinstance(result, NoScriptError) and call.script is not None}
         if missing:
-            # Redis restarted or flushed its scripts: load them and send the batch again.
-            for text in missing:
-                await self._client.script_load(text)
-            results = await self._pipeline(batch)
+            # Redis restarted or flushed its scripts: load them and send the batch again, in
+            # one pipeline on this connection (a pooled one may still be a dead one).
+            loads = [_Call(("SCRIPT", "LOAD", text), None, None) for text in missing]
+            results = (await self._pipeline([*loads, *batch]))[len(loads):]
         return results
 
     async def _pipeline(self, batch: list[_Call]) -> list:

@@ -23,6 +23,7 @@ from gateway.ratelimit import (
     RedisTokenBucket,
     bucket_key,
 )
+from gateway.redisbatch import RedisBatcher
 
 LOGGER = "portico.gateway.ratelimit"
 
@@ -224,6 +225,29 @@ async def test_redis_down_fails_open_on_local_buckets_then_recovers(
     finally:
         await client.aclose()
         await other.aclose()
+
+
+async def test_a_limiter_tries_redis_early_once_its_batcher_was_answered(
+        redis_server, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Sharing a batcher with the response cache: when the cache's call finds Redis back, the
+    limiter does not wait out its retry interval."""
+    clock, client = FakeClock(), _redis(redis_url)
+    batcher = RedisBatcher(client, timeout=0.25)
+    limiter = RedisTokenBucket(client, retry_interval=0.5, clock=clock, batcher=batcher)
+    try:
+        assert await limiter.take(_key(), rate=1, burst=5) is not None
+        await asyncio.to_thread(redis_server.stop)
+        try:
+            assert await limiter.take(_key(), rate=1, burst=5) is None
+            assert not limiter.available
+        finally:
+            await asyncio.to_thread(redis_server.start)
+        assert await limiter.take(_key(), rate=1, burst=5) is None  # still backing off
+        await batcher.command("PING")  # the other user of the batcher is answered
+        decision = await limiter.take(_key(), rate=1, burst=5)
+        assert decision is not None and decision.backend == "redis" and limiter.available
+    finally:
+        await client.aclose()
 
 
 async def test_unanswering_redis_costs_one_timeout_per_retry_interval() -> None:
