@@ -2,8 +2,8 @@
 
 A request on a route with a CacheRule is answered from Redis when the stored entry was filled
 at the current generations of what it shows and is younger than the TTL (`X-Cache: HIT`);
-otherwise it goes upstream once per key and process (single flight) and the answer is stored
-(`X-Cache: MISS`). When the upstream is unavailable (502, 503, 504), an entry that is still
+otherwise it goes upstream once per key and process (single flight, shared only among requests
+that saw the same generations) and the answer is stored, written behind (`X-Cache: MISS`). When the upstream is unavailable (502, 503, 504), an entry that is still
 current and within TTL + max-stale is served instead (`X-Cache: STALE`). When Redis fails, the
 cache steps aside and requests go straight upstream. Every other request passes through
 untouched.
