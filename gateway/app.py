@@ -38,6 +38,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
     redis_client = policies.redis_client(settings.redis_url)
+    edge = policies.build(settings, redis_client)
     upstream = Upstream(
         {label: (SERVICES[label], getattr(settings, f"{label}_addrs")) for label in SERVICES},
         breaker=BreakerConfig(settings.breaker_failure_threshold,
@@ -60,6 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await upstream.close()
+            await edge.redis.close()
             await redis_client.aclose()
 
     labels = RouteLabels([r.path for r in all_routes()] + ["/healthz", "/readyz", "/metrics"])
@@ -67,7 +69,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     chain = build_chain(
         settings, verifier=TokenVerifier.from_file(settings.public_key_path,
                                                    issuer=settings.jwt_issuer),
-        labels=labels, policies=policies.build(settings, redis_client),
+        labels=labels, policies=edge,
         docs_prefixes=ops.DOCS_PREFIXES,
         direct_routes=Middleware(DirectRoutes, routes=all_routes(), dispatch=dispatch))
     # The API's routes are the app's own: an included router is matched twice per request.

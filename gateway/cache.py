@@ -3,10 +3,10 @@
 A request on a route with a CacheRule is answered from Redis when the stored entry was filled
 at the current generations of what it shows and is younger than the TTL (`X-Cache: HIT`);
 otherwise it goes upstream once per key and process (single flight, shared only among requests
-that saw the same generations) and the answer is stored, written behind (`X-Cache: MISS`). When the upstream is unavailable (502, 503, 504), an entry that is still
-current and within TTL + max-stale is served instead (`X-Cache: STALE`). When Redis fails, the
-cache steps aside and requests go straight upstream. Every other request passes through
-untouched.
+that saw the same generations) and the answer is stored, written behind (`X-Cache: MISS`).
+When the upstream is unavailable (502, 503, 504), an entry that is still current and within
+TTL + max-stale is served instead (`X-Cache: STALE`). When Redis fails, the cache steps aside
+and requests go straight upstream. Every other request passes through untouched.
 
 Only public routes are ever given a rule. Compression, if any, must sit outside this
 middleware, so that one stored body suits every client.

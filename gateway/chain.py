@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway.access import AccessMiddleware, RouteLabels
 from gateway.auth import AuthMiddleware, RefuseBadTokens, TokenVerifier
 from gateway.guards import BodyLimitMiddleware, JsonBodyMiddleware
+from gateway.redisbatch import RedisBatcher
 from gateway.requestid import RequestIdMiddleware
 from gateway.security import SecurityHeadersMiddleware
 from gateway.settings import GatewaySettings
@@ -31,6 +32,7 @@ class EdgePolicies:
 
     rate_limit: Middleware | None
     cache: Middleware | None
+    redis: RedisBatcher  # their Redis calls: closed (queued writes sent) at shutdown
 
 
 def build_chain(settings: GatewaySettings, *, verifier: TokenVerifier, labels: RouteLabels,

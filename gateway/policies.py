@@ -51,4 +51,4 @@ def build(settings: GatewaySettings, client: redis.Redis) -> EdgePolicies:
         cache = Middleware(CacheMiddleware, redis=client, rules=CACHE_RULES,
                            ttl=settings.cache_ttl_seconds,
                            max_stale=settings.cache_max_stale_seconds, batcher=batcher)
-    return EdgePolicies(rate_limit=rate_limit, cache=cache)
+    return EdgePolicies(rate_limit=rate_limit, cache=cache, redis=batcher)

@@ -17,6 +17,7 @@ Each batch is bounded by `timeout`; a call waits at most for the batch in flight
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,21 @@ class RedisBatcher:
         self._pending.append(_Call(args, None, None, on_error, on_done))
         if not self._sending and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._linger_over)
+
+    async def close(self) -> None:
+        """Sends what is still queued (fills written behind) and waits for batches out, at
+        most a few timeouts long, then closes its connection. Call before closing the client."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout * 4):
+                while self._pending or self._sending:
+                    if not self._sending:
+                        self._spawn()
+                    await asyncio.sleep(self._timeout / 10)
+        if self._connection is not None:
+            await self._connection.disconnect()
 
     def _linger_over(self) -> None:
         self._timer = None

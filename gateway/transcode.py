@@ -12,13 +12,14 @@ the protos.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 M = TypeVar("M", bound=Message)
 Printer = Callable[[Message], dict[str, Any]]
@@ -130,12 +131,18 @@ def _value(field: FieldDescriptor) -> Callable[[Any], Any] | None:
             return _same
         return str if field.type in _AS_TEXT else None
     if kind.full_name == _TIMESTAMP:
-        return lambda timestamp: timestamp.ToJsonString()
+        return lambda timestamp: _rfc3339(timestamp.seconds, timestamp.nanos)
     if kind.full_name == _STRUCT:
         return _struct
     if kind.full_name.startswith("google.protobuf."):
         return None
     return printer(kind)
+
+
+@lru_cache(maxsize=4096)
+def _rfc3339(seconds: int, nanos: int) -> str:
+    # A record's timestamps are printed again on every read of it: remembered (bounded).
+    return Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
 
 
 def _struct(struct: Message) -> dict[str, Any]:

@@ -83,10 +83,17 @@ class _ClientGone(Exception):
     pass
 
 
+# Calls answered sooner are left to finish when their client goes: watching every call would
+# cost a task per request, and cancelling a short call saves the service next to nothing.
+WATCH_AFTER_SECONDS = 0.2
+
+
 async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
-    """Awaits the upstream call, cancelling it when the client goes away first."""
+    """Awaits the upstream call, cancelling it when the client goes away first (watched from
+    WATCH_AFTER_SECONDS into the call)."""
     handler = asyncio.current_task()
     gone = False
+    watcher: asyncio.Future | None = None
 
     async def watch() -> None:
         nonlocal gone
@@ -95,7 +102,11 @@ async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
         gone = True
         handler.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(watch())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, start_watching)
     try:
         return await call
     except asyncio.CancelledError:
@@ -104,7 +115,9 @@ async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
         handler.uncancel()
         raise _ClientGone() from None
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def _render(route: Route, request: Request, answer: Any, fields: dict[str, Any]) -> Response:

@@ -104,3 +104,10 @@ async def test_a_later_write_that_fails_is_reported(client) -> None:
     batcher.later("LPUSH", "rb:list", "x", on_error=failures.append)
     await asyncio.sleep(0.2)
     assert [type(f).__name__ for f in failures] == ["ResponseError"]
+
+
+async def test_close_sends_what_is_queued(client) -> None:
+    batcher = RedisBatcher(client, timeout=2, linger=10)
+    batcher.later("SET", "rb:closing", "sent", on_error=pytest.fail)
+    await batcher.close()
+    assert await client.get("rb:closing") == b"sent"
