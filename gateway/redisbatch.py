@@ -74,10 +74,6 @@ class RedisBatcher:
         self.answered = 0  # batches Redis answered: a user backing off may look at it
         self._tasks: set[asyncio.Task] = set()
 
-    @property
-    def timeout(self) -> float:
-        return self._timeout
-
     def script(self, text: str):
         """A callable `(keys, args) -> answer` running the Lua `text` through the batcher."""
         script = self._client.register_script(text)

@@ -4,9 +4,9 @@
 json_format walks each message generically (ListFields, a descriptor lookup and a type switch
 per field): on a miss that is about a tenth of the gateway's CPU. So each message type is
 compiled once into a list of plain steps that give the same dict, and json_format is used as
-is for any type with a field kind the compiler does not know (floats, bytes, maps, enums,
-other well-known types). tests/unit/test_transcode.py holds the two equal on every message of
-the protos.
+is for any type with a field kind the compiler does not know (64-bit integers, floats, bytes,
+maps, enums, other well-known types). tests/unit/test_transcode.py holds the two equal on every
+message of the protos. (Keys come in field order; json_format puts unset fields last.)
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ Step = Callable[[Message, dict[str, Any]], None]
 _F = FieldDescriptor
 _AS_IS = frozenset({_F.TYPE_STRING, _F.TYPE_BOOL, _F.TYPE_INT32, _F.TYPE_SINT32,
                     _F.TYPE_SFIXED32, _F.TYPE_UINT32, _F.TYPE_FIXED32})
-_AS_TEXT = frozenset({_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64, _F.TYPE_UINT64,
-                      _F.TYPE_FIXED64})  # ProtoJSON writes 64-bit integers as strings
 _TIMESTAMP = "google.protobuf.Timestamp"
 _STRUCT = "google.protobuf.Struct"
 
@@ -127,9 +125,7 @@ def _value(field: FieldDescriptor) -> Callable[[Any], Any] | None:
     """How one value of `field` is printed, or None for a kind left to json_format."""
     kind = field.message_type
     if kind is None:
-        if field.type in _AS_IS:
-            return _same
-        return str if field.type in _AS_TEXT else None
+        return _same if field.type in _AS_IS else None
     if kind.full_name == _TIMESTAMP:
         return lambda timestamp: _rfc3339(timestamp.seconds, timestamp.nanos)
     if kind.full_name == _STRUCT:
