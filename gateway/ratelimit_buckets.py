@@ -146,6 +146,7 @@ class RedisTokenBucket:
         if self._down:
             # This request probes Redis; the others keep off it until the probe is done.
             self._retry_at = now + self.retry_interval
+            self._answered_when_failed = self._batcher.answered
         try:
             reply = await self._script([key, *read_along], [rate, burst])
         except (RedisError, OSError, asyncio.TimeoutError) as error:
