@@ -165,23 +165,23 @@ def install_handlers(app) -> None:
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
 
-    answer = request_problem
     async def on_problem(request, error: Problem):
-        return answer(request, error)
+        return request_problem(request, error)
 
     async def on_validation(request, error: RequestValidationError):
-        return answer(request, validation_problem(error.errors()))
+        return request_problem(request, validation_problem(error.errors()))
 
     async def on_http(request, error: HTTPException):
         detail = error.detail if isinstance(error.detail, str) else _phrase(error.status_code)
         if error.status_code == 404:
             detail = f"there is no {request.url.path}"
-        return answer(request, Problem(error.status_code, detail,
-                                       headers=dict(error.headers or {})))
+        return request_problem(request, Problem(error.status_code, detail,
+                                                headers=dict(error.headers or {})))
 
     async def on_crash(request, error: Exception):
         log.exception("unhandled error", extra={"path": request.url.path})
-        return answer(request, Problem(500, "the gateway failed to answer", code="INTERNAL"))
+        return request_problem(request, Problem(500, "the gateway failed to answer",
+                                                code="INTERNAL"))
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from services.common.server import create_server
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +38,36 @@ def make_token(key: Ed25519PrivateKey, subject: str, role: str = "customer", *,
                        "iss": issuer}, key, algorithm="EdDSA")
 
 
+def settings_for(address: str, signing_key: tuple[Ed25519PrivateKey, Path], redis_url: str,
+                 **overrides: Any) -> GatewaySettings:
+    """Gateway settings with every service at `address` (one test server playing them all),
+    the tests' public key and no access log."""
+    return GatewaySettings(**{
+        "user_addrs": [address], "product_addrs": [address], "order_addrs": [address],
+        "redis_url": redis_url, "jwt_public_key_file": signing_key[1], "access_log": False,
+        **overrides})
+
+
 @contextlib.asynccontextmanager
-async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+async def grpc_server(*registrations: tuple) -> AsyncIterator[str]:
+    """A gRPC server on a free port with the given (add function, servicer, service name)
+    registrations; yields its address and stops it afterwards."""
+    running = await create_server(list(registrations))
+    try:
+        yield f"127.0.0.1:{running.port}"
+    finally:
+        await running.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(settings: GatewaySettings, *,
+                         prepare: Callable[[FastAPI], None] | None = None,
+                         ) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway app, started, behind an httpx client; `prepare` may change the app before
+    its first request builds the middleware stack."""
     app = create_app(settings)
+    if prepare is not None:
+        prepare(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app, raise_app_exceptions=False,
                                         client=("203.0.113.9", 40000))
@@ -49,9 +79,7 @@ async def gateway_client(settings: GatewaySettings) -> AsyncIterator[httpx.Async
 async def offline_gateway(signing_key, redis_url) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway with no service behind it (every address refuses) and its Redis policies
     off: for what the edge answers on its own (sign-in checks, docs)."""
-    nowhere = ["127.0.0.1:1"]
-    settings = GatewaySettings(user_addrs=nowhere, product_addrs=nowhere, order_addrs=nowhere,
-                               redis_url=redis_url, jwt_public_key_file=signing_key[1],
-                               rate_limit_enabled=False, cache_enabled=False, access_log=False)
+    settings = settings_for("127.0.0.1:1", signing_key, redis_url, rate_limit_enabled=False,
+                            cache_enabled=False)
     async with gateway_client(settings) as http:
         yield http

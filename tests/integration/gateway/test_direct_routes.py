@@ -4,19 +4,21 @@ FastAPI's endpoints for them do, and the requests they do not take still reach F
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
 import pytest
+from fastapi import FastAPI
 
-from gateway.app import create_app
 from gateway.routes.direct import DirectRoutes
-from gateway.settings import GatewaySettings
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
-from services.common.server import create_server
-from tests.integration.gateway.conftest import make_token
+from tests.integration.gateway.conftest import (
+    gateway_client,
+    grpc_server,
+    make_token,
+    settings_for,
+)
 
 PER_REQUEST = {"x-request-id", "date"}
 
@@ -39,34 +41,30 @@ class Users(user_pb2_grpc.UserServiceServicer):
 
 @pytest.fixture(scope="module")
 async def address():
-    running = await create_server([
-        (product_pb2_grpc.add_ProductServiceServicer_to_server, Products(),
-         "portico.product.v1.ProductService"),
-        (user_pb2_grpc.add_UserServiceServicer_to_server, Users(), "portico.user.v1.UserService")])
-    yield f"127.0.0.1:{running.port}"
-    await running.stop(0)
+    async with grpc_server(
+            (product_pb2_grpc.add_ProductServiceServicer_to_server, Products(),
+             "portico.product.v1.ProductService"),
+            (user_pb2_grpc.add_UserServiceServicer_to_server, Users(),
+             "portico.user.v1.UserService")) as served:
+        yield served
 
 
-@contextlib.asynccontextmanager
-async def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
-                  fastapi_by_id: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
+            fastapi_by_id: bool = True) -> contextlib.AbstractAsyncContextManager:
     """The gateway, optionally without its direct routes or without FastAPI's GET-by-id
     endpoints (both are taken out before the first request builds the middleware stack)."""
-    settings = GatewaySettings(
-        product_addrs=[address], user_addrs=[address], order_addrs=[address],
-        redis_url=redis_url, jwt_public_key_file=signing_key[1], retry_max_attempts=1,
-        rate_limit_enabled=False, cache_enabled=False, access_log=False)
-    app = create_app(settings)
-    if not direct:
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
-    if not fastapi_by_id:
-        by_id = ("/products/{id}", "/users/{id}")
-        app.router.routes[:] = [r for r in app.router.routes
-                                if not (getattr(r, "path", None) in by_id and "GET" in r.methods)]
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    def prepare(app: FastAPI) -> None:
+        if not direct:
+            app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+        if not fastapi_by_id:
+            by_id = ("/products/{id}", "/users/{id}")
+            app.router.routes[:] = [
+                r for r in app.router.routes
+                if not (getattr(r, "path", None) in by_id and "GET" in r.methods)]
+
+    settings = settings_for(address, signing_key, redis_url, retry_max_attempts=1,
+                            rate_limit_enabled=False, cache_enabled=False)
+    return gateway_client(settings, prepare=prepare)
 
 
 def _requests(signing_key) -> list[tuple[str, str, dict[str, str]]]:

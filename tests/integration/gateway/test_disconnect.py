@@ -8,9 +8,8 @@ import asyncio
 import pytest
 
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
 from portico.product.v1 import product_pb2_grpc
-from services.common.server import create_server
+from tests.integration.gateway.conftest import grpc_server, settings_for
 
 
 class HangingProducts(product_pb2_grpc.ProductServiceServicer):
@@ -30,17 +29,13 @@ class HangingProducts(product_pb2_grpc.ProductServiceServicer):
 @pytest.fixture
 async def hanging(signing_key, redis_url):
     servicer = HangingProducts()
-    running = await create_server([(product_pb2_grpc.add_ProductServiceServicer_to_server,
-                                    servicer, "portico.product.v1.ProductService")])
-    address = f"127.0.0.1:{running.port}"
-    app = create_app(GatewaySettings(
-        product_addrs=[address], user_addrs=[address], order_addrs=[address],
-        redis_url=redis_url, jwt_public_key_file=signing_key[1],
-        upstream_timeout_seconds=60, rate_limit_enabled=False, cache_enabled=False,
-        access_log=False))
-    async with app.router.lifespan_context(app):
-        yield app, servicer
-    await running.stop(0)
+    async with grpc_server((product_pb2_grpc.add_ProductServiceServicer_to_server, servicer,
+                            "portico.product.v1.ProductService")) as address:
+        app = create_app(settings_for(address, signing_key, redis_url,
+                                      upstream_timeout_seconds=60, rate_limit_enabled=False,
+                                      cache_enabled=False))
+        async with app.router.lifespan_context(app):
+            yield app, servicer
 
 
 async def test_disconnect_cancels_the_upstream_call(hanging) -> None:

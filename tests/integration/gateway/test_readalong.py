@@ -3,13 +3,13 @@ token (gateway/readalong.py), counted with Redis's own command statistics."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as redis
 
-from gateway.settings import GatewaySettings
 from portico.product.v1 import product_pb2, product_pb2_grpc
-from services.common.server import create_server
-from tests.integration.gateway.conftest import gateway_client
+from tests.integration.gateway.conftest import gateway_client, grpc_server, settings_for
 
 
 class OneProduct(product_pb2_grpc.ProductServiceServicer):
@@ -30,23 +30,19 @@ async def command_calls(client: redis.Redis) -> dict[str, int]:
 @pytest.fixture
 async def setup(signing_key, redis_url):
     servicer = OneProduct()
-    running = await create_server([(product_pb2_grpc.add_ProductServiceServicer_to_server,
-                                    servicer, "portico.product.v1.ProductService")])
-    address = f"127.0.0.1:{running.port}"
-    settings = GatewaySettings(product_addrs=[address], user_addrs=[address],
-                               order_addrs=[address], redis_url=redis_url,
-                               jwt_public_key_file=signing_key[1], access_log=False)
-    observer = redis.Redis.from_url(redis_url)
-    async with gateway_client(settings) as http:
-        yield http, servicer, observer
-    await observer.aclose()
-    await running.stop(0)
+    async with grpc_server((product_pb2_grpc.add_ProductServiceServicer_to_server, servicer,
+                            "portico.product.v1.ProductService")) as address:
+        observer = redis.Redis.from_url(redis_url)
+        async with gateway_client(settings_for(address, signing_key, redis_url)) as http:
+            yield http, servicer, observer
+        await observer.aclose()
 
 
 async def test_a_cache_hit_costs_one_redis_call(setup) -> None:
     http, servicer, observer = setup
     first = await http.get("/products/RA1")
     assert first.headers["x-cache"] == "MISS"
+    await asyncio.sleep(0.05)  # its fill, written behind, has gone out
     before = await command_calls(observer)
     second = await http.get("/products/RA1")
     after = await command_calls(observer)

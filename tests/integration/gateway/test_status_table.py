@@ -9,11 +9,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from gateway.settings import GatewaySettings
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common import errors
-from services.common.server import create_server
-from tests.integration.gateway.conftest import gateway_client
+from tests.integration.gateway.conftest import gateway_client, grpc_server, settings_for
 
 TABLE = {
     "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400,
@@ -45,17 +43,13 @@ class FaultyProducts(product_pb2_grpc.ProductServiceServicer):
 
 @pytest.fixture(scope="module")
 async def client(signing_key, redis_url):
-    running = await create_server([(product_pb2_grpc.add_ProductServiceServicer_to_server,
-                                    FaultyProducts(), "portico.product.v1.ProductService")])
-    address = f"127.0.0.1:{running.port}"
-    settings = GatewaySettings(
-        product_addrs=[address], user_addrs=[address], order_addrs=[address],
-        redis_url=redis_url, jwt_public_key_file=signing_key[1], upstream_timeout_seconds=1,
-        retry_max_attempts=1, breaker_failure_threshold=1000, rate_limit_enabled=False,
-        cache_enabled=False, access_log=False)
-    async with gateway_client(settings) as http:
-        yield http
-    await running.stop(0)
+    async with grpc_server((product_pb2_grpc.add_ProductServiceServicer_to_server,
+                            FaultyProducts(), "portico.product.v1.ProductService")) as address:
+        settings = settings_for(address, signing_key, redis_url, upstream_timeout_seconds=1,
+                                retry_max_attempts=1, breaker_failure_threshold=1000,
+                                rate_limit_enabled=False, cache_enabled=False)
+        async with gateway_client(settings) as http:
+            yield http
 
 
 @pytest.mark.parametrize("code, status", sorted(TABLE.items()))

@@ -3,24 +3,12 @@ order through its neighbours and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import socket
-import sys
-from pathlib import Path
-
-import grpc
 
 from portico.order.v1 import order_pb2, order_pb2_grpc
+from tests.integration.runtime.cli import portico_service
 
 from .support import Stack, create_request
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_the_portico_command_migrates_and_serves_orders(stack: Stack):
@@ -28,29 +16,18 @@ async def test_the_portico_command_migrates_and_serves_orders(stack: Stack):
     env = {**os.environ, "PORTICO_DATABASE_URL": settings.database_url,
            "PORTICO_USER_ADDRS": ",".join(settings.user_addrs),
            "PORTICO_PRODUCT_ADDRS": ",".join(settings.product_addrs)}
-    portico = str(Path(sys.executable).parent / "portico")
-    migrate = await asyncio.create_subprocess_exec(portico, "migrate", "order", env=env)
-    assert await migrate.wait() == 0  # already at head: nothing to do, no error
     customer, product = await stack.customer(), await stack.product(price="0.10", stock=5)
-    port = free_port()
-    service = await asyncio.create_subprocess_exec(
-        portico, "service", "order", "--port", str(port), env=env,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), 60)
-            orders = order_pb2_grpc.OrderServiceStub(channel)
-            placed = await orders.CreateOrder(create_request(customer, [(product, 3)]),
-                                              metadata=(("x-request-id", "cli-order-1"),))
-            assert placed.order.total == "0.30"
-            fetched = await orders.GetOrder(order_pb2.GetOrderRequest(id=placed.order.id))
-            assert fetched.order == placed.order
-    finally:
-        service.send_signal(signal.SIGTERM)
-        _, log = await service.communicate()
-    assert service.returncode == 0, log.decode()[-2000:]
+    # `migrate` is already at head here: nothing to do, and no error.
+    async with portico_service("order", env) as service:
+        orders = order_pb2_grpc.OrderServiceStub(service.channel)
+        placed = await orders.CreateOrder(create_request(customer, [(product, 3)]),
+                                          metadata=(("x-request-id", "cli-order-1"),))
+        assert placed.order.total == "0.30"
+        fetched = await orders.GetOrder(order_pb2.GetOrderRequest(id=placed.order.id))
+        assert fetched.order == placed.order
+    assert service.returncode == 0, service.log.decode()[-2000:]
     assert await stack.stock(product) == 2
-    assert b"cli-order-1" in log  # its JSON log lines carry the caller's request id
+    assert b"cli-order-1" in service.log  # its JSON log lines carry the caller's request id
 
 
 async def test_orders_go_on_when_one_product_instance_stops(stack: Stack):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from pathlib import Path
 
 import grpc
@@ -17,8 +14,8 @@ from portico.user.v1 import user_pb2 as pb
 from portico.user.v1.user_pb2_grpc import UserServiceStub
 from services.common.server import RunningServer
 from services.common.settings import ServiceSettings
-from services.embedded import find_free_port
 from services.user import server, tokens
+from tests.integration.runtime.cli import portico_service
 
 from .support import public_key
 
@@ -93,24 +90,12 @@ async def test_the_portico_command_migrates_and_serves(
     env = {**os.environ, "PORTICO_DATABASE_URL": migrated.database_url,
            "PORTICO_STATE_DIR": str(tmp_path), "PORTICO_ADMIN_EMAIL": "cli-admin@example.com",
            "PORTICO_ADMIN_PASSWORD": "cli-admin-password"}
-    portico = str(Path(sys.executable).parent / "portico")
-    migrate = await asyncio.create_subprocess_exec(portico, "migrate", "user", env=env)
-    assert await migrate.wait() == 0
-    port = find_free_port()
-    service = await asyncio.create_subprocess_exec(
-        portico, "service", "user", "--port", str(port), env=env,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await asyncio.wait_for(channel.channel_ready(), 60)
-            login = await UserServiceStub(channel).Login(pb.LoginRequest(
-                email="CLI-admin@example.com", password="cli-admin-password"))
-            claims = tokens.verify(login.access_token,
-                                   (tmp_path / "keys" / "jwt-ed25519.pub.pem").read_bytes(),
-                                   migrated.jwt_issuer)
-            assert claims["role"] == "admin"
-    finally:
-        service.send_signal(signal.SIGTERM)
-        _, log = await service.communicate()
-    assert service.returncode == 0, log.decode()[-2000:]
-    assert b"cli-admin-password" not in log and b"$argon2" not in log
+    async with portico_service("user", env) as service:
+        login = await UserServiceStub(service.channel).Login(pb.LoginRequest(
+            email="CLI-admin@example.com", password="cli-admin-password"))
+        claims = tokens.verify(login.access_token,
+                               (tmp_path / "keys" / "jwt-ed25519.pub.pem").read_bytes(),
+                               migrated.jwt_issuer)
+        assert claims["role"] == "admin"
+    assert service.returncode == 0, service.log.decode()[-2000:]
+    assert b"cli-admin-password" not in service.log and b"$argon2" not in service.log
