@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from gateway import openapi, policies
-from gateway.access import RouteLabels
-from gateway.auth import TokenVerifier
-from gateway.chain import build_chain
+from gateway import openapi
+from gateway.edge.access import RouteLabels
+from gateway.edge.chain import build_chain
 from gateway.errors import install_handlers
+from gateway.policies import build as policies
+from gateway.policies.auth import TokenVerifier
 from gateway.routes import auth, ops, orders, products, users
 from gateway.routes.direct import DirectRoutes
 from gateway.routes.dispatch import Dispatcher
 from gateway.settings import GatewaySettings, get_settings
-from gateway.upstream import BreakerConfig, RetryBudget, Upstream
+from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
 from services.common.logs import configure_logging
 
 VERSION = "0.1.0"

@@ -19,7 +19,7 @@ log = logging.getLogger("portico.gateway.errors")
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "urn:portico:problem:"
 
-# The one gRPC -> HTTP table (DESIGN.md).
+# The one gRPC -> HTTP table (the README lists it).
 GRPC_TO_HTTP: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
+from pathlib import Path
 
 SERVICES = ("user", "product", "order")
 
@@ -42,17 +44,21 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gateway(args: argparse.Namespace) -> int:
-    from gateway.run import run_gateway
+def _gateway(argv: list[str]) -> int:
+    # The gateway is a program of its own (`python -m gateway`): the services never import it.
+    os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv])
 
-    return run_gateway(host=args.host, port=args.port, workers=args.workers)
 
-
-def _up(args: argparse.Namespace) -> int:
-    from services.stack import run_stack
-
-    return run_stack(port=args.port, instances=args.instances, host=args.host,
-                     base_port=args.base_port)
+def _up(argv: list[str]) -> int:
+    # The development stack lives in a checkout of the project (scripts/devstack), not in
+    # the installed package: production runs the gateway and services on their own.
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "scripts" / "devstack" / "__main__.py").is_file():
+        raise ValueError("`portico up` runs the development stack of a checkout of Portico; "
+                         "run `portico gateway` and `portico service NAME` instead")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
+    os.execve(sys.executable, [sys.executable, "-m", "scripts.devstack", *argv], env)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,25 +76,22 @@ def parser() -> argparse.ArgumentParser:
                          help=f"some of {', '.join(SERVICES)} (default: all)")
     migrate.set_defaults(run=_migrate)
 
-    gateway = commands.add_parser("gateway", help="run the REST gateway")
-    gateway.add_argument("--port", type=int, default=8080)
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--workers", type=int, default=1, help="gateway processes")
-    gateway.set_defaults(run=_gateway)
-
-    up = commands.add_parser("up", help="run the whole stack in the foreground")
-    up.add_argument("--port", type=int, default=8080, help="gateway port")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--instances", type=int, default=2, help="instances of each service")
-    up.add_argument("--base-port", type=int, default=None,
-                    help="first service port (user; product +10, order +20); 0: free ports")
-    up.set_defaults(run=_up)
+    # Programs of their own, handed the rest of the command line (see `main`).
+    commands.add_parser("gateway", help="run the REST gateway (--port, --host, --workers)")
+    commands.add_parser("up", help="run the whole development stack in the foreground "
+                        "(--port, --host, --instances, --base-port)")
     return top
 
 
+PROGRAMS = {"gateway": _gateway, "up": _up}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] in PROGRAMS:
+            return PROGRAMS[argv[0]](argv[1:])
+        args = parser().parse_args(argv)
         return args.run(args)
     except KeyboardInterrupt:
         return 130

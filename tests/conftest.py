@@ -16,13 +16,9 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from services.embedded import (
-    PostgresServer,
-    RedisServer,
-    SecantusServer,
-    create_database,
-    drop_database,
-)
+from scripts.devstack.postgres import PostgresServer, create_database, drop_database
+from scripts.devstack.redis_server import RedisServer
+from scripts.devstack.secantus import SecantusServer
 
 
 def _external(variable: str) -> str | None:

@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 import grpc
 from fastapi import Request, Response
 
-from gateway.auth import Principal
-from gateway.balancer import NoInstanceAvailable
 from gateway.errors import Problem, from_rpc_error
+from gateway.policies.auth import Principal
 from gateway.routes.table import Access, Route
 from gateway.transcode import TranscodeError, to_json, to_message
-from gateway.upstream import CallPolicy, Upstream
+from gateway.upstream.call import CallPolicy, Upstream
+from gateway.upstream.pool import NoInstanceAvailable
 
 log = logging.getLogger("portico.gateway.dispatch")
 

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from gateway import metrics
 from gateway.errors import Problem
 from gateway.routes.dispatch import principal_of
-from gateway.upstream import Upstream
+from gateway.upstream.call import Upstream
 
 DOCS_PREFIXES = ("/docs", "/redoc")
 

@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 
 class Access(enum.Enum):
-    """Who may call a route (DESIGN.md's REST table)."""
+    """Who may call a route (the README's REST table)."""
 
     PUBLIC = "anyone"
     SIGNED_IN = "a signed-in user"

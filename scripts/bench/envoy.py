@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from scripts.bench import procs
-from services.embedded import find_free_port
+from scripts.devstack.servers import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"user": "portico.user.v1.UserService",

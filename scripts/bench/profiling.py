@@ -73,8 +73,8 @@ def record(pid: int, out: Path, *, seconds: float, pinning: Pinning) -> subproce
 
 
 def component(file: str) -> str:
-    """What a source file belongs to: a project module (gateway.cache), a package (redis), or
-    a standard library module (asyncio)."""
+    """What a source file belongs to: a project module (gateway.policies.cache), a package (redis),
+    or a standard library module (asyncio)."""
     parts = Path(file).with_suffix("").parts
     for marker in ("site-packages", "dist-packages"):
         if marker in parts:

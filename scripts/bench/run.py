@@ -32,7 +32,7 @@ from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
 from scripts.bench.scenarios import CONNECTIONS, Servers, run_memory, run_scenario, scenarios
 from scripts.bench.stage import gateway_pid, seed, start_stack
 from scripts.bench.wrk import wrk_path
-from services.embedded import find_free_port
+from scripts.devstack.servers import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = {"duration": 1.0, "memory_seconds": 2.0, "users": 10}

@@ -19,8 +19,8 @@ import httpx
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
+from scripts.devstack.stack import Stack, StackConfig
 from services.common.clients import service_channel
-from services.stack import Stack, StackConfig
 
 ADMIN_EMAIL = "bench-admin@portico.test"
 ADMIN_PASSWORD = "bench-admin-password-1"

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import create_database, drop_database
-from services.stack import Stack, StackConfig
+from scripts.devstack.postgres import create_database, drop_database
+from scripts.devstack.stack import Stack, StackConfig
 
 ADMIN_EMAIL = "admin@portico.test"
 ADMIN_PASSWORD = "admin-password-1"

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.embedded import drop_database
-from services.stack import Stack
+from scripts.devstack.postgres import drop_database
+from scripts.devstack.stack import Stack
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Account, login, start_stack
 
 NO_CACHE = {"Cache-Control": "no-cache"}

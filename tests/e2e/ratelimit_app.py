@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gateway.metrics import render
-from gateway.ratelimit import RateLimitMiddleware, RatePolicy, RedisTokenBucket
+from gateway.policies.ratelimit import RateLimitMiddleware, RatePolicy, RedisTokenBucket
 
 
 async def hello(request: Request) -> PlainTextResponse:

@@ -1,4 +1,4 @@
-"""The access matrix of DESIGN.md's REST table: anonymous, a customer, another customer and an
+"""The access matrix of the README's REST table: anonymous, a customer, another customer and an
 admin, on every route. Users acting on other users get 403 (decided without a lookup, so it
 reveals nothing); other customers' orders answer 404, as if they did not exist."""
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
-from services.stack import Stack
+from scripts.devstack.stack import Stack
 from tests.e2e.conftest import Account, redis_db
 from tests.e2e.helpers import (
     NO_CACHE,

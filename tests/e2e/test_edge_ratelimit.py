@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from services.embedded import RedisServer
-from services.stack import Stack
+from scripts.devstack.redis_server import RedisServer
+from scripts.devstack.stack import Stack
 from tests.e2e.conftest import ADMIN_EMAIL
 from tests.e2e.helpers import create_product, metric, private_stack, wait_for
 
@@ -85,7 +85,7 @@ def test_every_answer_carries_ratelimit_headers(edge, product) -> None:
             "anonymous write": client.post("/products", json={"name": "x", "price": "1.00"}),
             "bad token": client.get("/users", headers={"Authorization": "Bearer nonsense"}),
         }
-    # (413 and 415 are answered before the limiter, by DESIGN.md's order of the edge chain.)
+    # (413 and 415 are answered before the limiter, by the order of the edge chain.)
     statuses = {what: answer.status_code for what, answer in answers.items()}
     assert statuses == {"miss or hit": 200, "not modified": 304, "not found": 404,
                         "no such route": 404, "anonymous write": 401, "bad token": 401}

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.embedded import find_free_port
-from services.stack import Stack
+from scripts.devstack.servers import find_free_port
+from scripts.devstack.stack import Stack
 from tests.e2e.conftest import PASSWORD, Account, login, redis_db
 from tests.e2e.helpers import (
     NO_CACHE,

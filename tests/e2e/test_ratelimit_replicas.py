@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import find_free_port
+from scripts.devstack.servers import find_free_port
 
 # A rate well under what even a busy machine serves, so the bucket does empty.
 RATE, BURST = 20.0, 100

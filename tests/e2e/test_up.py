@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.stack import readiness
+from scripts.devstack.stack import readiness
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.cache import CacheMiddleware, CacheRule, cache_key
+from gateway.policies.cache import CacheMiddleware, CacheRule, cache_key
 from services.common.invalidation import CacheSignals
 
 RULES = (
@@ -457,7 +457,7 @@ async def test_redis_down_bypasses_the_cache_then_it_resumes(
     errors = "portico_redis_errors_total"
     errors_before = REGISTRY.get_sample_value(errors, {"concern": "cache"}) or 0.0
     cache = _cache(catalogue, redis_client, backoff=1.0, clock=clock)
-    caplog.set_level(logging.INFO, logger="portico.gateway.cache")
+    caplog.set_level(logging.INFO, logger="portico.gateway.policies.cache")
     async with _client(cache) as client:
         await client.get(f"/products/{product_id}")
         await asyncio.sleep(0.05)  # its fill, written behind, has gone out

@@ -10,13 +10,10 @@ import pymongo
 import pytest
 import redis
 
-from services.embedded import (
-    EmbeddedServer,
-    EmbeddedServerError,
-    PostgresServer,
-    RedisServer,
-    SecantusServer,
-)
+from scripts.devstack.postgres import PostgresServer
+from scripts.devstack.redis_server import RedisServer
+from scripts.devstack.secantus import SecantusServer
+from scripts.devstack.servers import EmbeddedServer, EmbeddedServerError
 
 
 def _libpq(url: str) -> str:

@@ -17,15 +17,15 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from gateway.ratelimit import (
+from gateway.policies.batch import RedisBatcher
+from gateway.policies.ratelimit import (
     RateLimitMiddleware,
     RatePolicy,
     RedisTokenBucket,
     bucket_key,
 )
-from gateway.redisbatch import RedisBatcher
 
-LOGGER = "portico.gateway.ratelimit"
+LOGGER = "portico.gateway.policies.ratelimit"
 
 
 def _redis(url: str, timeout: float = 0.25) -> Redis:

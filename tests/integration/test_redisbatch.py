@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import redis.asyncio as redis
 
-from gateway.redisbatch import RedisBatcher
+from gateway.policies.batch import RedisBatcher
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 

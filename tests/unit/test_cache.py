@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.cache import CacheRule, cache_key, generations
-from gateway.cache_entry import MAX_KEY_LENGTH, Entry, directives, etag_matches, make_etag
+from gateway.policies.cache import CacheRule, cache_key, generations
+from gateway.policies.cache_entry import MAX_KEY_LENGTH, Entry, directives, etag_matches, make_etag
 from services.common.invalidation import collection_generation_key, item_generation_key
 
 PREFIX = "portico:cache:v1:"

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from gateway.ratelimit import (
+from gateway.policies.ratelimit import (
     LocalTokenBucket,
     RateLimitMiddleware,
     RatePolicy,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from gateway.breaker import InstanceBreaker
-from gateway.upstream import CallPolicy, RetryBudget, _retryable
+from gateway.upstream.breaker import InstanceBreaker
+from gateway.upstream.call import CallPolicy, RetryBudget, _retryable
 
 
 class FakeClock:

@@ -8,8 +8,8 @@ import asyncio
 import grpc
 import pytest
 
-from gateway.balancer import NoInstanceAvailable
-from gateway.upstream import BreakerConfig, CallPolicy, RetryBudget, Upstream
+from gateway.upstream.call import BreakerConfig, CallPolicy, RetryBudget, Upstream
+from gateway.upstream.pool import NoInstanceAvailable
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.server import create_server
 

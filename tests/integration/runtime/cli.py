@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from services.embedded import find_free_port
+from scripts.devstack.servers import find_free_port
 
 PORTICO = str(Path(sys.executable).parent / "portico")
 

@@ -16,7 +16,7 @@ import pybreaker
 
 from gateway import metrics
 
-log = logging.getLogger("portico.gateway.breaker")
+log = logging.getLogger("portico.gateway.upstream.breaker")
 
 class ServerSideFailure(Exception):
     """An outcome that counts against an instance (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...)."""

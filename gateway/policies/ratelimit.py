@@ -18,13 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import Problem, send_problem
 from gateway.metrics import RATE_LIMIT, child
-from gateway.ratelimit_buckets import (
+from gateway.policies.buckets import (
     Decision,
     LocalTokenBucket,
     RedisTokenBucket,
     bucket_key,
 )
-from gateway.readalong import STATE_KEY, Planner
+from gateway.policies.readalong import STATE_KEY, Planner
 
 __all__ = [
     "Decision",

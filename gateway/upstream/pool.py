@@ -13,9 +13,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import metrics
-from gateway.breaker import InstanceBreaker
+from gateway.upstream.breaker import InstanceBreaker
 
-log = logging.getLogger("portico.gateway.balancer")
+log = logging.getLogger("portico.gateway.upstream.pool")
 
 _CHANNEL_OPTIONS = [
     # Retries are the gateway's own (tenacity, on another instance, within a budget).

@@ -17,13 +17,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.metrics import REDIS_ERRORS
-from gateway.readalong import ReadAlong
-from gateway.redisbatch import RedisBatcher
+from gateway.policies.batch import RedisBatcher
+from gateway.policies.readalong import ReadAlong
 
-log = logging.getLogger("portico.gateway.ratelimit")
+log = logging.getLogger("portico.gateway.policies.ratelimit")
 
 KEY_PREFIX = "portico:rl:"
-LUA_SCRIPT = (Path(__file__).parent / "ratelimit_lua.lua").read_text()
+LUA_SCRIPT = (Path(__file__).parent / "ratelimit.lua").read_text()
 
 Backend = Literal["redis", "local"]
 

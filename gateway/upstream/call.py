@@ -1,4 +1,4 @@
-"""The call chain of DESIGN.md: deadline -> retry -> circuit breaker -> round-robin pick -> stub.
+"""One upstream call: deadline -> retry -> circuit breaker -> round-robin pick -> stub.
 
 Retries (tenacity, exponential backoff with jitter) happen only where repeating is safe: on
 UNAVAILABLE for idempotent calls (and POSTs that carry an idempotency key), and on
@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from gateway import metrics
-from gateway.balancer import Instance, ServicePool
+from gateway.upstream.pool import Instance, ServicePool
 
 REQUEST_ID_KEY = "x-request-id"
 SERVER_SIDE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,

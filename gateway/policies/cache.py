@@ -22,8 +22,10 @@ from dataclasses import dataclass, replace
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import readalong
-from gateway.cache_entry import (
+from gateway.metrics import CACHE, child
+from gateway.policies import readalong
+from gateway.policies.batch import RedisBatcher
+from gateway.policies.cache_entry import (
     CacheRule,
     Entry,
     cache_key,
@@ -32,9 +34,7 @@ from gateway.cache_entry import (
     generations,
     make_etag,
 )
-from gateway.cache_store import CacheStore, Lookup
-from gateway.metrics import CACHE, child
-from gateway.redisbatch import RedisBatcher
+from gateway.policies.cache_store import CacheStore, Lookup
 
 __all__ = ["CacheMiddleware", "CacheRule", "LookupPlan", "cache_key", "generations"]
 

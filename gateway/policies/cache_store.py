@@ -12,11 +12,11 @@ from functools import cached_property
 
 import redis.asyncio as redis
 
-from gateway.cache_entry import Entry
 from gateway.metrics import REDIS_ERRORS
-from gateway.redisbatch import RedisBatcher
+from gateway.policies.batch import RedisBatcher
+from gateway.policies.cache_entry import Entry
 
-log = logging.getLogger("portico.gateway.cache")
+log = logging.getLogger("portico.gateway.policies.cache")
 
 # One round trip gives a request everything it needs to decide: the entry (or nil), the Redis
 # clock (so every replica measures age on one clock) and the current generation of each key

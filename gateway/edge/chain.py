@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from gateway.access import AccessMiddleware, RouteLabels
-from gateway.auth import AuthMiddleware, RefuseBadTokens, TokenVerifier
-from gateway.guards import BodyLimitMiddleware, JsonBodyMiddleware
-from gateway.redisbatch import RedisBatcher
-from gateway.requestid import RequestIdMiddleware
-from gateway.security import SecurityHeadersMiddleware
+from gateway.edge.access import AccessMiddleware, RouteLabels
+from gateway.edge.guards import BodyLimitMiddleware, JsonBodyMiddleware
+from gateway.edge.requestid import RequestIdMiddleware
+from gateway.edge.security import SecurityHeadersMiddleware
+from gateway.edge.slash import TrailingSlashMiddleware
+from gateway.policies.auth import AuthMiddleware, RefuseBadTokens, TokenVerifier
+from gateway.policies.batch import RedisBatcher
 from gateway.settings import GatewaySettings
-from gateway.slash import TrailingSlashMiddleware
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.middleware import Middleware
 
-from gateway.cache import CacheMiddleware, CacheRule, LookupPlan
-from gateway.chain import EdgePolicies
-from gateway.ratelimit import RateLimitMiddleware, standard_policies
-from gateway.ratelimit_buckets import RedisTokenBucket
-from gateway.redisbatch import RedisBatcher
+from gateway.edge.chain import EdgePolicies
+from gateway.policies.batch import RedisBatcher
+from gateway.policies.buckets import RedisTokenBucket
+from gateway.policies.cache import CacheMiddleware, CacheRule, LookupPlan
+from gateway.policies.ratelimit import RateLimitMiddleware, standard_policies
 from gateway.settings import GatewaySettings
 
 # Public GETs only: products are the same for every caller. Users and orders are private and

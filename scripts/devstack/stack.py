@@ -25,13 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from services.embedded import (
-    EmbeddedServer,
-    PostgresServer,
-    RedisServer,
-    SecantusServer,
-    find_free_port,
-)
+from scripts.devstack.postgres import PostgresServer
+from scripts.devstack.redis_server import RedisServer
+from scripts.devstack.secantus import SecantusServer
+from scripts.devstack.servers import EmbeddedServer, find_free_port
 
 SERVICES = ("user", "product", "order")
 DEFAULT_BASE_PORTS = {"user": 50051, "product": 50061, "order": 50071}
@@ -87,7 +84,7 @@ class Stack:
                     self._spawn(f"{name}-{index + 1}", ["service", name, "--port", port,
                                                         "--host", self.config.host], env)
             self._wait_for_services(timeout)
-            self._spawn("gateway", ["gateway", "--host", self.config.host, "--port",
+            self._spawn("gateway", ["--host", self.config.host, "--port",
                                     str(self._gateway_port), "--workers",
                                     str(self.config.gateway_workers)], env)
             self._wait_until_ready(timeout)
@@ -135,7 +132,8 @@ class Stack:
                        stdout=self._log("migrate"), stderr=subprocess.STDOUT)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        child = Child(name, [sys.executable, "-m", "services.cli", *args], env, self._log(name))
+        program = ["gateway"] if name == "gateway" else ["services.cli"]
+        child = Child(name, [sys.executable, "-m", *program, *args], env, self._log(name))
         child.process = subprocess.Popen(
             child.command, env=env, stdout=child.log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
