@@ -1,4 +1,8 @@
-"""The app factory: wiring only. Reads the settings once and hands plain values to components."""
+"""The app factory: wiring only. Reads the settings once and hands plain values to components.
+
+The app is FastAPI with one middleware, the edge pipeline (gateway/edge/pipeline.py): every
+request goes through its steps; FastAPI's router answers what the pipeline hands it.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,23 @@ import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from gateway import openapi
-from gateway.edge.access import RouteLabels
-from gateway.edge.chain import build_chain
+from gateway.edge.accesslog import AccessLog
+from gateway.edge.pipeline import EdgeConfig, EdgePipeline
+from gateway.edge.request import Limits
+from gateway.edge.respond import EdgeHeaders
 from gateway.errors import install_handlers
-from gateway.policies import build as policies
 from gateway.policies.auth import TokenVerifier
+from gateway.policies.cache import ResponseCache
+from gateway.policies.ratelimit import RateLimiter, standard_policies
+from gateway.policies.redis import RedisLink, redis_client
 from gateway.routes import auth, ops, orders, products, users
-from gateway.routes.direct import DirectRoutes
 from gateway.routes.dispatch import Dispatcher
+from gateway.routes.resolve import RouteTable
 from gateway.settings import GatewaySettings, get_settings
 from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
 from services.common.logs import configure_logging
@@ -38,8 +48,8 @@ def all_routes():
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
-    redis_client = policies.redis_client(settings.redis_url)
-    edge = policies.build(settings, redis_client)
+    client = redis_client(settings.redis_url)
+    link = RedisLink(client, timeout=settings.redis_timeout_seconds)
     upstream = Upstream(
         {label: (SERVICES[label], getattr(settings, f"{label}_addrs")) for label in SERVICES},
         breaker=BreakerConfig(settings.breaker_failure_threshold,
@@ -62,25 +72,74 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await upstream.close()
-            await edge.redis.close()
-            await redis_client.aclose()
+            await link.close()
+            await client.aclose()
 
-    labels = RouteLabels([r.path for r in all_routes()] + ["/healthz", "/readyz", "/metrics"])
-    dispatch = Dispatcher(upstream)
-    chain = build_chain(
-        settings, verifier=TokenVerifier.from_file(settings.public_key_path,
-                                                   issuer=settings.jwt_issuer),
-        labels=labels, policies=edge,
-        docs_prefixes=ops.DOCS_PREFIXES,
-        direct_routes=Middleware(DirectRoutes, routes=all_routes(), dispatch=dispatch))
+    dispatcher = Dispatcher(upstream)
     # The API's routes are the app's own: an included router is matched twice per request.
-    routes = [route for module in RESOURCES for route in module.router(dispatch).routes]
-    app = FastAPI(title="Portico", version=VERSION, lifespan=lifespan, middleware=chain,
-                  routes=routes, docs_url=None, redoc_url=None, redirect_slashes=False,
+    api_routes = [route for module in RESOURCES for route in module.router(dispatcher).routes]
+    app = FastAPI(title="Portico", version=VERSION, lifespan=lifespan, routes=api_routes,
+                  docs_url=None, redoc_url=None, redirect_slashes=False,
                   # Its per-request check costs ~4% of a cached GET; /metrics covers it.
-                  telemetry={"tracing": False, "metrics": False, "logs": False})
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
+                  middleware=[*_cors(settings), Middleware(
+                      EdgePipeline, config=_edge(settings, link, dispatcher, api_routes))])
     install_handlers(app)
-    app.include_router(ops.router(upstream, redis_client))
+    app.include_router(ops.router(upstream, client))
     ops.mount_docs(app)
     openapi.install(app, version=VERSION)
     return app
+
+
+def _edge(settings: GatewaySettings, link: RedisLink, dispatcher: Dispatcher,
+          api_routes: list) -> EdgeConfig:
+    table = RouteTable([*all_routes(), *ops.ROUTES], prefixes=[ops.DOCS_ASSETS])
+    by_endpoint = {(route.verb, route.path): route for route in all_routes()}
+    for endpoint in api_routes:
+        if isinstance(endpoint, APIRoute):
+            for method in endpoint.methods:
+                table.take_query(by_endpoint[(method, endpoint.path)], {
+                    field.alias: _kind(field.field_info.annotation)
+                    for field in endpoint.dependant.query_params})
+    limiter = None
+    if settings.rate_limit_enabled:
+        limiter = RateLimiter(
+            link, standard_policies(
+                rate=settings.rate_limit_rate, burst=settings.rate_limit_burst,
+                login_rate=settings.login_rate_limit_rate,
+                login_burst=settings.login_rate_limit_burst,
+                signup_rate=settings.signup_rate_limit_rate,
+                signup_burst=settings.signup_rate_limit_burst),
+            trusted_proxies=settings.trusted_proxies, fail_open=settings.rate_limit_fail_open)
+    cache = None
+    if settings.cache_enabled:
+        cache = ResponseCache(link, ttl=settings.cache_ttl_seconds,
+                              max_stale=settings.cache_max_stale_seconds)
+    return EdgeConfig(
+        table=table,
+        verifier=TokenVerifier.from_file(settings.public_key_path, issuer=settings.jwt_issuer),
+        limiter=limiter, cache=cache, dispatcher=dispatcher,
+        limits=Limits(max_header_bytes=settings.max_header_bytes,
+                      max_target_bytes=settings.max_target_bytes,
+                      max_body_bytes=settings.max_body_bytes),
+        headers=EdgeHeaders(hsts=settings.tls_cert_file is not None),
+        access_log=AccessLog(enabled=settings.access_log),
+        max_in_flight=settings.max_in_flight, body_timeout=settings.body_timeout_seconds)
+
+
+def _cors(settings: GatewaySettings) -> list[Middleware]:
+    """CORS, off unless origins are named; outside the pipeline, so that answers the pipeline
+    makes itself (cached, GETs by id) carry its headers too."""
+    if not settings.cors_origins:
+        return []
+    return [Middleware(
+        CORSMiddleware, allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        expose_headers=["Location", "Link", "X-Request-ID", "RateLimit-Limit",
+                        "RateLimit-Remaining", "RateLimit-Reset", "Retry-After", "ETag",
+                        "X-Cache", "Age"])]
+
+
+def _kind(annotation: object) -> type:
+    return int if annotation is int else str

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import orjson
-from starlette.types import Send
 
 from services.common.errors import details_of
 
@@ -66,14 +65,6 @@ class Problem(Exception):
         self.code = code
 
 
-def header(scope, name: bytes) -> str | None:
-    """The first value of an ASGI request header (names are lower-case bytes)."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def problem_body(problem: Problem, *, instance: str, request_id: str) -> bytes:
     body: dict[str, Any] = {
         "type": TYPE_BASE + problem.code.lower().replace("_", "-") if problem.code
@@ -99,14 +90,6 @@ def problem_headers(problem: Problem, body: bytes) -> list[tuple[bytes, bytes]]:
         extra.setdefault("www-authenticate", 'Bearer realm="portico"')
     headers.extend((k.encode(), v.encode()) for k, v in extra.items())
     return headers
-
-
-async def send_problem(send: Send, problem: Problem, *, instance: str, request_id: str) -> None:
-    """Answers with a problem directly from an ASGI middleware."""
-    body = problem_body(problem, instance=instance, request_id=request_id)
-    await send({"type": "http.response.start", "status": problem.status,
-                "headers": problem_headers(problem, body)})
-    await send({"type": "http.response.body", "body": body})
 
 
 def from_rpc_error(error: grpc.RpcError) -> Problem:
@@ -155,9 +138,10 @@ def problem_response(problem: Problem, *, instance: str, request_id: str):
 
 
 def request_problem(request, problem: Problem):
-    """The problem as the answer to `request` (a Starlette Request)."""
-    return problem_response(problem, instance=request.url.path,
-                            request_id=getattr(request.state, "request_id", "-"))
+    """The problem as the answer to `request` (a Starlette Request, with the edge's context)."""
+    context = request.scope.get("state", {}).get("edge")
+    return problem_response(problem, instance=request.url.path[:256],
+                            request_id=context.request_id if context is not None else "-")
 
 
 def install_handlers(app) -> None:

@@ -40,6 +40,9 @@ RATE_LIMIT = Counter(
 CACHE = Counter(
     "portico_cache_lookups_total", "Response cache outcomes (hit, miss, stale, bypass)",
     ["outcome"])
+REDIS_UP = Gauge(
+    "portico_redis_up", "1 while the edge's Redis answers, 0 during an outage",
+    multiprocess_mode="min")
 REDIS_ERRORS = Counter(
     "portico_redis_errors_total", "Redis calls that failed, by the concern that made them",
     ["concern"])

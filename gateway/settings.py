@@ -51,6 +51,9 @@ class GatewaySettings(BaseSettings):
     rate_limit_burst: int = Field(100, ge=1)
     login_rate_limit_rate: float = Field(0.2, gt=0)
     login_rate_limit_burst: int = Field(5, ge=1)
+    # Sign-ups per client address: each costs the user service a password hash.
+    signup_rate_limit_rate: float = Field(0.1, gt=0)
+    signup_rate_limit_burst: int = Field(5, ge=1)
     # On a Redis outage: serve on a per-process bucket (fail-open) or refuse with 503.
     rate_limit_fail_open: bool = True
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -60,8 +63,13 @@ class GatewaySettings(BaseSettings):
     cache_ttl_seconds: float = Field(30.0, gt=0)
     cache_max_stale_seconds: float = Field(300.0, ge=0)
 
-    # Requests.
+    # Requests: what one may be, and how many one process serves at once.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_target_bytes: int = Field(8 * 1024, ge=256)
+    body_timeout_seconds: float = Field(10.0, gt=0)
+    # Beyond it an immediate 503: queueing more would only make every answer late.
+    max_in_flight: int = Field(64, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # HTTPS: both or neither.

@@ -2,7 +2,8 @@
 
 A request without an Authorization header is anonymous; the routes decide what anonymous callers
 may do. A header that is present but not a valid token (malformed, expired, wrongly signed, from
-another issuer) is a 401 on every route, so a client learns at once that its token is bad.
+another issuer, too long to be one of ours) is a 401 on every route, so a client learns at once
+that its token is bad.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import Problem, header, send_problem
+from gateway.errors import Problem
 
 ROLES = frozenset({"customer", "admin"})
+# Tokens we issue are a few hundred bytes; anything much longer is refused unread.
+MAX_TOKEN_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,8 @@ class Principal:
 
 
 class TokenVerifier:
-    """Verifies EdDSA-signed access tokens; remembers recent good ones until they expire."""
+    """Verifies EdDSA-signed access tokens; remembers recent good ones until they expire (at
+    most `cache_size` of them, each at most MAX_TOKEN_BYTES long)."""
 
     def __init__(self, public_key_pem: bytes, *, issuer: str, cache_size: int = 10_000,
                  leeway: float = 5.0) -> None:
@@ -53,6 +56,19 @@ class TokenVerifier:
                 f"the JWT public key {path} does not exist: start the user service once "
                 "(it creates a development key pair) or set PORTICO_JWT_PUBLIC_KEY_FILE"
             ) from None
+
+    def authenticate(self, authorization: str | None) -> Principal | None:
+        """The principal of an Authorization header, None without one; raises Problem(401)
+        for a header that is not a good bearer token now."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _invalid("use an Authorization: Bearer <token> header")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid("the access token is not valid")
+        return self.verify(token)
 
     def verify(self, token: str) -> Principal:
         """The token's principal; raises Problem(401) for any token that is not good now."""
@@ -81,47 +97,3 @@ def _invalid(detail: str) -> Problem:
     return Problem(401, detail, code="INVALID_TOKEN",
                    headers={"WWW-Authenticate": f'Bearer realm="portico", error="invalid_token", '
                                                 f'error_description="{detail}"'})
-
-
-class AuthMiddleware:
-    """Puts the caller's Principal (or None) in scope["state"]["principal"]. A bad token's 401
-    is left in scope["state"]["auth_problem"] for RefuseBadTokens, further in the chain: the
-    rate limiter between the two then counts (and limits) requests with bad tokens too."""
-
-    def __init__(self, app: ASGIApp, *, verifier: TokenVerifier) -> None:
-        self.app = app
-        self.verifier = verifier
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        authorization = header(scope, b"authorization")
-        principal = None
-        if authorization is not None:
-            scheme, _, token = authorization.partition(" ")
-            try:
-                if scheme.lower() != "bearer" or not token.strip():
-                    raise _invalid("use an Authorization: Bearer <token> header")
-                principal = self.verifier.verify(token.strip())
-            except Problem as problem:
-                state["auth_problem"] = problem
-        state["principal"] = principal
-        await self.app(scope, receive, send)
-
-
-class RefuseBadTokens:
-    """Answers the 401 AuthMiddleware found, before anything else can see the request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope.get("state", {})
-        problem = state.get("auth_problem") if scope["type"] == "http" else None
-        if problem is not None:
-            await send_problem(send, problem, instance=scope["path"],
-                               request_id=state.get("request_id", "-"))
-            return
-        await self.app(scope, receive, send)

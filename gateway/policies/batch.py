@@ -71,7 +71,6 @@ class RedisBatcher:
         self._sending = False
         self._timer: asyncio.TimerHandle | None = None
         self._connection: AbstractConnection | None = None
-        self.answered = 0  # batches Redis answered: a user backing off may look at it
         self._tasks: set[asyncio.Task] = set()
 
     def script(self, text: str):
@@ -160,7 +159,6 @@ class RedisBatcher:
             if isinstance(error, asyncio.CancelledError):
                 raise
             return
-        self.answered += 1
         for call, result in zip(batch, results, strict=True):
             call.settle(result)
 

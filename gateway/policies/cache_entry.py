@@ -1,17 +1,15 @@
 """What the response cache stores and how it names it: keys, rules, entries, ETags.
 
-Pure functions and values, no I/O: the Redis side is in cache_store.py, the HTTP side in
+Pure functions and values, no I/O: the Redis side is in cache_store.py, the decisions in
 cache.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import lru_cache
-from urllib.parse import parse_qsl, quote, urlencode
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -27,19 +25,33 @@ MAX_KEY_LENGTH = 256
 _FORMAT = 1
 
 
-# Hot pages ask for the same keys again and again: both are remembered (bounded) per process.
-KEYS_REMEMBERED = 4096
+@dataclass(frozen=True)
+class CacheRule:
+    """A public route whose GETs may be cached: the kind of resource it shows, and the path
+    parameter holding the item id (None for a collection page)."""
+
+    kind: str
+    id_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise ValueError("a cache rule needs the kind of resource it shows")
+
+    def generation_keys(self, params: dict[str, str]) -> tuple[str, ...]:
+        """The generation keys a page depends on. An item page shows one resource, so only
+        that resource's writes change it; a list page may show any of them, so it follows the
+        collection's generation, which every item write bumps as well."""
+        if self.id_field is None:
+            return (collection_generation_key(self.kind),)
+        return (item_generation_key(self.kind, params[self.id_field]),)
 
 
-@lru_cache(maxsize=KEYS_REMEMBERED)
-def cache_key(path: str, query_string: bytes | str) -> str:
-    """The Redis key of a request: the path without its trailing slash, then the query
-    parameters sorted by name and value and re-encoded, so that equal requests share one key."""
-    if isinstance(query_string, bytes):
-        # ASGI gives the raw query as bytes; percent-escapes decode as UTF-8 in parse_qsl.
-        query_string = query_string.decode("latin-1")
+def cache_key(path: str, query: Iterable[tuple[str, str]] = ()) -> str:
+    """The Redis key of a request: its path without a trailing slash, then its query
+    parameters (already validated and canonical) sorted by name, so that equal requests share
+    one key."""
     normalised = quote(path.rstrip("/") or "/", safe="/:@!$&'()*+,;=-._~")
-    pairs = sorted(parse_qsl(query_string, keep_blank_values=True))
+    pairs = sorted(query)
     if pairs:
         normalised += "?" + urlencode(pairs, quote_via=quote, safe="-._~")
     if len(KEY_PREFIX) + len(normalised) > MAX_KEY_LENGTH:
@@ -47,61 +59,19 @@ def cache_key(path: str, query_string: bytes | str) -> str:
     return KEY_PREFIX + normalised
 
 
-def generations(kind: str, item_id: str | None) -> tuple[str, ...]:
-    """The generation keys a page depends on. An item page shows one resource, so only that
-    resource's writes change it; a list page may show any of them, so it follows the
-    collection's generation, which every item write bumps as well."""
-    if item_id is None:
-        return (collection_generation_key(kind),)
-    return (item_generation_key(kind, item_id),)
-
-
-@dataclass(frozen=True)
-class CacheRule:
-    """A public route whose GETs may be cached: a path regex, the kind of resource it shows,
-    and the regex group holding the item id (None for a collection page)."""
-
-    path_regex: str
-    kind: str
-    id_group: str | None = None
-    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        pattern = re.compile(self.path_regex)
-        if self.id_group is not None and self.id_group not in pattern.groupindex:
-            raise ValueError(f"{self.path_regex!r} has no group named {self.id_group!r}")
-        if not self.kind:
-            raise ValueError("a cache rule needs the kind of resource it shows")
-        object.__setattr__(self, "pattern", pattern)
-
-    def match(self, path: str) -> tuple[str, ...] | None:
-        """The generation keys of `path`, or None when the rule does not apply to it."""
-        return _rule_match(self, path)
-
-
-@lru_cache(maxsize=KEYS_REMEMBERED)
-def _rule_match(rule: CacheRule, path: str) -> tuple[str, ...] | None:
-    found = rule.pattern.search(path)
-    if found is None:
-        return None
-    return generations(rule.kind, found[rule.id_group] if rule.id_group else None)
-
-
 def make_etag(body: bytes) -> str:
     """A strong validator: the same body always gets the same tag, on every replica."""
     return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
 
 
-_TAG = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
-
-
 def etag_matches(if_none_match: str, etag: str) -> bool:
     """If-None-Match uses the weak comparison (RFC 9110 13.1.2): `*`, or any listed tag equal
-    to ours once a `W/` prefix is dropped."""
+    to ours once a `W/` prefix is dropped. Linear in the header's length: the quoted tags are
+    every other piece between double quotes (a tag cannot contain one)."""
     if if_none_match.strip() == "*":
         return True
-    ours = etag.removeprefix("W/")
-    return any(tag == ours for tag in _TAG.findall(if_none_match))
+    ours = etag.removeprefix("W/").strip('"')
+    return ours in if_none_match.split('"')[1::2]
 
 
 def directives(values: Iterable[str]) -> frozenset[str]:

@@ -1,22 +1,15 @@
-"""The Redis side of the response cache: one round trip per lookup, fills written behind (in
-the next pipeline, see gateway/redisbatch.py), and the outage switch that turns the cache off
-(not the gateway) while Redis is unreachable."""
+"""The Redis side of the response cache: one round trip per lookup (or none, when the rate
+limiter read the keys along), fills written behind in the next pipeline."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-import redis.asyncio as redis
-
-from gateway.metrics import REDIS_ERRORS
-from gateway.policies.batch import RedisBatcher
 from gateway.policies.cache_entry import Entry
-
-log = logging.getLogger("portico.gateway.policies.cache")
+from gateway.policies.redis import RedisLink
 
 # One round trip gives a request everything it needs to decide: the entry (or nil), the Redis
 # clock (so every replica measures age on one clock) and the current generation of each key
@@ -71,40 +64,22 @@ class Lookup:
 
 
 class CacheStore:
-    """Entries in Redis. Any Redis failure (error, refused connection, timeout) makes the
-    cache step aside for `backoff` seconds: requests go straight upstream meanwhile, and one
-    warning is logged per outage rather than one per request."""
+    """Entries in Redis, through the edge's RedisLink (which owns Redis health: while it is
+    down, `lookup` answers None at once and the cache steps aside)."""
 
-    def __init__(self, client: redis.Redis, *, timeout: float, backoff: float,
-                 batcher: RedisBatcher | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if timeout <= 0 or backoff < 0:
-            raise ValueError("the Redis timeout must be positive and the backoff not negative")
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError("the cache stores bytes: give it a client without decode_responses")
-        # The batcher bounds every call by its timeout (`timeout` for one of its own).
-        self._batch = batcher or RedisBatcher(client, timeout=timeout)
-        self._lookup = self._batch.script(_LOOKUP)
-        self._backoff = backoff
-        self._clock = clock
-        self._retry_at = 0.0
-        self._outage = False
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self._lookup = link.script(_LOOKUP)
 
     @property
-    def available(self) -> bool:
-        """False while backing off after a failure."""
-        return self._clock() >= self._retry_at
+    def usable(self) -> bool:
+        return self._link.usable
 
     async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
-        """The entry and generations, or None when Redis failed."""
-        try:
-            reply = await self._lookup([key, *generation_keys], [])
-        except (redis.RedisError, OSError, TimeoutError) as error:
-            self._failed(error)
+        """The entry and generations, or None when Redis is down or failed."""
+        reply = await self._link.run(self._lookup, [key, *generation_keys], [], concern="cache")
+        if reply is None:
             return None
-        if self._outage:
-            self._outage = False
-            log.info("redis reachable again, response cache resumed")
         raw, seconds, micros, *gens = reply
         return Lookup.of(raw, gens, now=int(seconds) + int(micros) / 1_000_000,
                          read_at=time.monotonic())
@@ -116,16 +91,8 @@ class CacheStore:
         through or failed. A failure only costs a later miss. (A late fill is harmless: the
         entry carries the generations read before its upstream call.)"""
         milliseconds = max(1, int(keep_seconds * 1000))
-        self._batch.later("SET", key, entry.encode(), "PX", milliseconds,
-                          on_error=self._failed, on_done=on_done)
-
-    def _failed(self, error: BaseException) -> None:
-        REDIS_ERRORS.labels(concern="cache").inc()
-        self._retry_at = self._clock() + self._backoff
-        if not self._outage:
-            self._outage = True
-            log.warning("redis unreachable, response cache bypassed",
-                        extra={"error": f"{type(error).__name__}: {error}"})
+        self._link.later("SET", key, entry.encode(), "PX", milliseconds, concern="cache",
+                         on_done=on_done)
 
 
 def _text(value: bytes | str) -> str:

@@ -1,65 +1,47 @@
-"""Rate limiting at the edge: token buckets per client (IP, or principal) and policy.
+"""Rate limits at the edge: a token bucket per client and policy, shared by every gateway
+replica in Redis (one atomic Lua script per request, ratelimit.lua), with the keys a later step
+needs read in the same round trip.
 
-Buckets live in Redis so every replica shares them (see ratelimit_buckets.py). While Redis is
-unreachable the middleware either serves requests limited by a bucket of this process
-(fail-open, the default) or refuses them with 503 (fail-closed).
+Each route names its policy; the limiter keys the bucket by the client's address (or the signed-in
+principal, for a policy that says so). While Redis is unreachable the limiter either decides on a
+bucket of this process (fail-open, the default) or refuses (fail-closed): `take` then answers None.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from gateway.errors import Problem, send_problem
 from gateway.metrics import RATE_LIMIT, child
-from gateway.policies.buckets import (
-    Decision,
-    LocalTokenBucket,
-    RedisTokenBucket,
-    bucket_key,
-)
-from gateway.policies.readalong import STATE_KEY, Planner
+from gateway.policies.buckets import Decision, LocalTokenBucket, ReadAlong
+from gateway.policies.clientip import client_ip, client_key, parse_networks
+from gateway.policies.redis import RedisLink
 
-__all__ = [
-    "Decision",
-    "LocalTokenBucket",
-    "RateLimitMiddleware",
-    "RatePolicy",
-    "RedisTokenBucket",
-    "bucket_key",
-    "client_ip",
-    "parse_networks",
-    "standard_policies",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-EXEMPT_PATHS = ("/healthz", "/readyz", "/metrics")
+KEY_PREFIX = "portico:rl:"
+LUA_SCRIPT = (Path(__file__).parent / "ratelimit.lua").read_text()
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def bucket_key(policy: str, client: str) -> str:
+    """The Redis key of one client's bucket under one policy: the only place keys are made."""
+    return f"{KEY_PREFIX}{policy}:{client}"
 
 
 @dataclass(frozen=True, slots=True)
 class RatePolicy:
-    """Which requests share a bucket, and its size: `rate` tokens a second, `burst` at most.
-
-    `methods` None means any method, `path_regex` None any path. `key` says whose bucket:
-    the client IP, or the authenticated principal (anonymous requests fall back to the IP).
-    """
+    """A bucket size: `rate` tokens a second, `burst` at most. `key` says whose bucket: the
+    client's address, or the signed-in principal (anonymous requests fall back to the
+    address)."""
 
     name: str
     rate: float
     burst: int
-    methods: frozenset[str] | None = None
-    path_regex: str | None = None
     key: Literal["ip", "principal"] = "ip"
-    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -70,181 +52,77 @@ class RatePolicy:
             raise ValueError(f"policy {self.name}: burst must be an integer >= 1")
         if self.key not in ("ip", "principal"):
             raise ValueError(f"policy {self.name}: key must be 'ip' or 'principal'")
-        if self.methods is not None:
-            object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
-        try:
-            pattern = re.compile(self.path_regex) if self.path_regex is not None else None
-        except re.error as error:
-            raise ValueError(f"policy {self.name}: path_regex: {error}") from None
-        object.__setattr__(self, "_pattern", pattern)
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.methods is not None and method not in self.methods:
-            return False
-        return self._pattern is None or self._pattern.search(path) is not None
 
 
-def standard_policies(*, rate: float, burst: int, login_rate: float,
-                      login_burst: int) -> list[RatePolicy]:
-    """The gateway's policies: a strict bucket for sign-in (against password guessing), then
-    one bucket per client IP for everything else."""
-    return [
-        RatePolicy(name="login", rate=login_rate, burst=login_burst,
-                   methods=frozenset({"POST"}), path_regex=r"^/auth/login/?$"),
-        RatePolicy(name="default", rate=rate, burst=burst),
-    ]
+def standard_policies(*, rate: float, burst: int, login_rate: float, login_burst: int,
+                      signup_rate: float, signup_burst: int) -> dict[str, RatePolicy]:
+    """The gateway's policies by name: one bucket per client for everything, and stricter
+    ones for signing in (against password guessing) and signing up (each costs a hash)."""
+    policies = (RatePolicy("default", rate, burst), RatePolicy("login", login_rate, login_burst),
+                RatePolicy("signup", signup_rate, signup_burst))
+    return {policy.name: policy for policy in policies}
 
 
-def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Trusted proxies as networks ("10.0.0.0/8", or a single address)."""
-    return tuple(ipaddress.ip_network(network.strip(), strict=False) for network in networks)
+class RateLimiter:
+    """Takes a token from a request's bucket: in Redis through `link` (None: this process's
+    buckets only), else, while Redis is down, from `local` when `fail_open`."""
 
+    def __init__(self, link: RedisLink | None, policies: Mapping[str, RatePolicy], *,
+                 trusted_proxies: Iterable[str] = (), fail_open: bool = True,
+                 local: LocalTokenBucket | None = None) -> None:
+        if "default" not in policies:
+            raise ValueError("a 'default' rate policy is needed")
+        self.policies = dict(policies)
+        self._link = link
+        self._script = link.script(LUA_SCRIPT) if link is not None else None
+        self._trusted = parse_networks(trusted_proxies)
+        self._fail_open = fail_open
+        self._local = local if local is not None else LocalTokenBucket()
 
-def client_ip(peer: str | None, forwarded_for: str | None,
-              trusted: Sequence[IPNetwork]) -> str:
-    """The client's address: the direct peer, unless the peer is a trusted proxy.
+    @property
+    def retry_interval(self) -> float:
+        return self._link.retry_interval if self._link is not None else 1.0
 
-    Behind trusted proxies, X-Forwarded-For is read from the right (each proxy appends the
-    address it saw) and the first address that is not a trusted proxy is the client. Entries
-    further left were written by the client itself and are never believed. An unreadable
-    entry within the trusted chain means the chain cannot be trusted: the peer is used.
-    """
-    peer_address = _address(peer)
-    if peer_address is None:
-        return peer or "unknown"
-    if not forwarded_for or not _inside(peer_address, trusted):
-        return str(peer_address)
-    hop = peer_address
-    for entry in reversed(forwarded_for.split(",")):
-        address = _address(entry.strip())
-        if address is None:
-            return str(peer_address)
-        hop = address
-        if not _inside(hop, trusted):
-            return str(hop)
-    # Every hop is a trusted proxy: the farthest one is where the request came from.
-    return str(hop)
+    def key(self, policy: RatePolicy, *, peer: str | None, forwarded_for: str | None,
+            subject: str | None) -> str:
+        """The bucket of a request: its principal's for a per-principal policy, else its
+        client's address (from X-Forwarded-For only behind a trusted proxy)."""
+        if policy.key == "principal" and subject:
+            return bucket_key(policy.name, f"sub:{subject}")
+        if self._trusted and forwarded_for:
+            address = client_ip(peer, forwarded_for, self._trusted)
+        else:  # nothing to believe in X-Forwarded-For: the peer it is
+            address = peer or "unknown"
+        return bucket_key(policy.name, "ip:" + client_key(address))
 
-
-def _address(text: str | None) -> IPAddress | None:
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _inside(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
-    return any(address in network for network in networks)
-
-
-class RateLimitMiddleware:
-    """Takes a token from the request's bucket before the app sees the request.
-
-    Refused requests get 429 problem+json with Retry-After; every limited response carries
-    RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset. The first policy that matches a
-    request decides its bucket; a request no policy matches, or to an exempt path, passes
-    untouched. `limiter` None limits with the per-process buckets only.
-    """
-
-    def __init__(self, app: ASGIApp, *, limiter: RedisTokenBucket | None,
-                 policies: Sequence[RatePolicy], trusted_proxies: Iterable[str] = (),
-                 fail_open: bool = True, exempt_paths: Iterable[str] = EXEMPT_PATHS,
-                 local: LocalTokenBucket | None = None,
-                 read_along: Planner | None = None) -> None:
-        names = [policy.name for policy in policies]
-        if not names:
-            raise ValueError("at least one rate policy is needed")
-        if len(set(names)) != len(names):
-            raise ValueError(f"policy names must be unique: {names}")
-        self.app = app
-        self.limiter = limiter
-        self.policies = tuple(policies)
-        self.trusted = parse_networks(trusted_proxies)
-        self.fail_open = fail_open
-        self.exempt = frozenset(exempt_paths)
-        self.local = local if local is not None else LocalTokenBucket()
-        self.read_along = read_along
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
-            await self.app(scope, receive, send)
-            return
-        policy = self._policy(scope["method"], scope["path"])
-        if policy is None:
-            await self.app(scope, receive, send)
-            return
-        reads = self.read_along(scope) if self.read_along is not None else None
-        decision = await self._take(policy, bucket_key(policy.name, self._client(scope, policy)),
-                                    reads or ())
-        request_id = scope.get("state", {}).get("request_id", "-")
+    async def take(self, policy: RatePolicy, key: str,
+                   read_along: tuple[str, ...] = ()) -> Decision | None:
+        """The decision for one request, the `read_along` keys read with it when Redis
+        decided; None when Redis is down and the limiter fails closed."""
+        decision = None
+        if self._script is not None:
+            reply = await self._link.run(self._script, [key, *read_along],
+                                         [policy.rate, policy.burst], concern="ratelimit")
+            if reply is not None:
+                decision = _from_reply(reply, policy)
+            elif not self._fail_open:
+                child(RATE_LIMIT, policy.name, "deny", "unavailable").inc()
+                return None
         if decision is None:
-            RATE_LIMIT.labels(bucket=policy.name, decision="deny", backend="unavailable").inc()
-            await send_problem(send, self._unavailable(), instance=scope["path"],
-                               request_id=request_id)
-            return
+            decision = self._local.take(key, rate=policy.rate, burst=policy.burst)
         child(RATE_LIMIT, policy.name, "allow" if decision.allowed else "deny",
               decision.backend).inc()
-        if not decision.allowed:
-            await send_problem(send, _refused(decision), instance=scope["path"],
-                               request_id=request_id)
-            return
-        if decision.reads is not None:
-            scope.setdefault("state", {})[STATE_KEY] = decision.reads
-        await self.app(scope, receive, _with_headers(send, decision.headers()))
-
-    def _policy(self, method: str, path: str) -> RatePolicy | None:
-        return next((p for p in self.policies if p.matches(method, path)), None)
-
-    def _client(self, scope: Scope, policy: RatePolicy) -> str:
-        if policy.key == "principal":
-            subject = getattr(scope.get("state", {}).get("principal"), "subject", None)
-            if subject:
-                return f"sub:{subject}"
-        peer = scope["client"][0] if scope.get("client") else None
-        if not self.trusted:  # nothing to believe in X-Forwarded-For: the peer it is
-            return f"ip:{peer or 'unknown'}"
-        return "ip:" + client_ip(peer, _forwarded_for(scope), self.trusted)
-
-    async def _take(self, policy: RatePolicy, key: str,
-                    reads: tuple[str, ...]) -> Decision | None:
-        if self.limiter is not None:
-            decision = await self.limiter.take(key, rate=policy.rate, burst=policy.burst,
-                                               read_along=reads)
-            if decision is not None:
-                return decision
-            if not self.fail_open:
-                return None
-        return self.local.take(key, rate=policy.rate, burst=policy.burst)
-
-    def _unavailable(self) -> Problem:
-        retry = self.limiter.retry_interval if self.limiter is not None else 1
-        return Problem(503, "rate limiting is unavailable; try again shortly",
-                       code="RATE_LIMIT_UNAVAILABLE",
-                       headers={"Retry-After": str(max(1, math.ceil(retry)))})
+        return decision
 
 
-def _refused(decision: Decision) -> Problem:
-    seconds = decision.retry_after_seconds
-    return Problem(429, f"rate limit exceeded; try again in {seconds} s", code="RATE_LIMITED",
-                   headers={name.decode(): value.decode() for name, value in decision.headers()})
+def _from_reply(reply: list, policy: RatePolicy) -> Decision:
+    allowed, remaining, reset, retry_after, seconds, micros, *values = reply
+    return Decision(
+        allowed=bool(allowed), limit=policy.burst, remaining=int(remaining),
+        reset=float(reset), retry_after=float(retry_after), backend="redis",
+        reads=ReadAlong(tuple(values), int(seconds) + int(micros) / 1e6, time.monotonic()))
 
 
-def _forwarded_for(scope: Scope) -> str | None:
-    # Several X-Forwarded-For headers are one list, in order (RFC 9110, section 5.3).
-    values = [value.decode("latin-1") for name, value in scope["headers"]
-              if name == b"x-forwarded-for"]
-    return ",".join(values) if values else None
-
-
-def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *headers]}
-        await send(message)
-
-    return send_with_headers
+def retry_after_header(seconds: float) -> str:
+    """Retry-After is whole seconds; never 0, which would invite an immediate retry."""
+    return str(max(1, math.ceil(seconds)))

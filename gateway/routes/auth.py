@@ -14,7 +14,7 @@ from portico.user.v1 import user_pb2 as pb
 from portico.user.v1 import user_pb2_grpc as grpc_pb
 
 LOGIN = Route("POST", "/auth/login", "user", grpc_pb.UserServiceStub, "Login",
-              pb.LoginRequest, Access.PUBLIC, idempotent=True)
+              pb.LoginRequest, Access.PUBLIC, idempotent=True, rate="login")
 ROUTES = (LOGIN,)
 
 
@@ -42,7 +42,7 @@ def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["auth"])
 
     async def login(request: Request, body: Annotated[Credentials, Body()]):
-        return await dispatch(LOGIN, request, body.model_dump())
+        return await dispatch.respond(LOGIN, request, body.model_dump())
 
     add(api, LOGIN, login, response_model=Token, summary="Sign in", extra_errors=(401,))
     return api

@@ -1,4 +1,8 @@
-"""The one generic handler: validated fields -> request message -> upstream call -> JSON."""
+"""The one generic handler: access rule -> request message -> upstream call -> JSON answer.
+
+Every route goes through it, whoever received the request (the pipeline for a GET by id, a
+FastAPI endpoint for the rest), so a route's access rule is enforced in one place for all.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,23 @@ from typing import Any
 from urllib.parse import urlencode
 
 import grpc
-from fastapi import Request, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
+from gateway.answer import Answer, json_answer
+from gateway.edge.context import EdgeContext, context_of
 from gateway.errors import Problem, from_rpc_error
-from gateway.policies.auth import Principal
-from gateway.routes.table import Access, Route
+from gateway.policies.access import authorize
+from gateway.routes.table import Route
 from gateway.transcode import TranscodeError, to_json, to_message
 from gateway.upstream.call import CallPolicy, Upstream
 from gateway.upstream.pool import NoInstanceAvailable
 
 log = logging.getLogger("portico.gateway.dispatch")
+
+# Calls answered sooner are left to finish when their client goes: watching every call would
+# cost a task per request, and cancelling a short call saves the service next to nothing.
+WATCH_AFTER_SECONDS = 0.2
 
 
 class Dispatcher:
@@ -26,15 +37,18 @@ class Dispatcher:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
 
-    async def __call__(self, route: Route, request: Request, fields: dict[str, Any], *,
-                       idempotency_key: str | None = None) -> Response:
+    async def serve(self, route: Route, context: EdgeContext, fields: dict[str, Any], *,
+                    idempotency_key: str | None = None) -> Answer:
+        """The answer to a call of `route` with `fields`, on behalf of the context's caller;
+        raises Problem for anything but a success."""
+        fields = authorize(route, context.principal, fields)
         message = _build(route, fields)
         policy = CallPolicy(retry_unavailable=route.idempotent or bool(idempotency_key),
                             read=route.read)
         call = self.upstream.call(route.service, route.stub, route.method, message,
-                                  policy=policy, request_id=request.state.request_id)
+                                  policy=policy, request_id=context.request_id)
         try:
-            answer = await _cancel_on_disconnect(request, call)
+            answer = await _cancel_on_disconnect(context, call)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         except NoInstanceAvailable as error:
@@ -45,30 +59,17 @@ class Dispatcher:
                           code="NO_INSTANCE",
                           headers={"Retry-After": str(max(1, round(error.retry_after)))}) from None
         except _ClientGone:
-            return Response(status_code=499)
-        return _render(route, request, answer, fields)
+            return Answer(499)
+        return _render(route, context, answer)
 
-
-def principal_of(request: Request) -> Principal | None:
-    return getattr(request.state, "principal", None)
-
-
-def require(route: Route, request: Request, *, owner: str | None = None) -> Principal | None:
-    """Applies the route's access rule; `owner` is the user id a SELF_OR_ADMIN route is about.
-    Users may not act on other users (403, decided without a lookup, so it reveals nothing);
-    orders of other customers are NOT_FOUND by the order service itself."""
-    principal = principal_of(request)
-    if route.access is Access.PUBLIC:
-        return principal
-    if principal is None:
-        raise Problem(401, f"this operation needs {route.access.value}: sign in first",
-                      code="UNAUTHENTICATED")
-    if route.access is Access.ADMIN and not principal.is_admin:
-        raise Problem(403, "this operation needs an admin", code="PERMISSION_DENIED")
-    if route.access is Access.SELF_OR_ADMIN and not principal.is_admin \
-            and owner != principal.subject:
-        raise Problem(403, "you may only act on your own user", code="PERMISSION_DENIED")
-    return principal
+    async def respond(self, route: Route, request: Request, fields: dict[str, Any], *,
+                      idempotency_key: str | None = None) -> Response:
+        """`serve` for a FastAPI endpoint."""
+        answer = await self.serve(route, context_of(request), fields,
+                                  idempotency_key=idempotency_key)
+        response = Response(answer.body, status_code=answer.status)
+        response.raw_headers = answer.headers
+        return response
 
 
 def _build(route: Route, fields: dict[str, Any]):
@@ -83,21 +84,19 @@ class _ClientGone(Exception):
     pass
 
 
-# Calls answered sooner are left to finish when their client goes: watching every call would
-# cost a task per request, and cancelling a short call saves the service next to nothing.
-WATCH_AFTER_SECONDS = 0.2
-
-
-async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
+async def _cancel_on_disconnect(context: EdgeContext, call: Any) -> Any:
     """Awaits the upstream call, cancelling it when the client goes away first (watched from
     WATCH_AFTER_SECONDS into the call)."""
+    if context.receive is None:
+        return await call
+    receive = context.receive
     handler = asyncio.current_task()
     gone = False
     watcher: asyncio.Future | None = None
 
     async def watch() -> None:
         nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
         gone = True
         handler.cancel()
@@ -120,25 +119,21 @@ async def _cancel_on_disconnect(request: Request, call: Any) -> Any:
             watcher.cancel()
 
 
-def _render(route: Route, request: Request, answer: Any, fields: dict[str, Any]) -> Response:
+def _render(route: Route, context: EdgeContext, answer: Any) -> Answer:
     if route.status == 204:
-        return Response(status_code=204)
+        return Answer(204)
     if route.list_field:
-        headers = {}
         token = answer.next_page_token
-        if token:
-            headers["Link"] = _next_link(request, token)
-        return Response(to_json(list(getattr(answer, route.list_field))), headers=headers,
-                        media_type="application/json")
+        headers = [(b"link", _next_link(context, token).encode())] if token else []
+        return json_answer(to_json(list(getattr(answer, route.list_field))), headers=headers)
     body = getattr(answer, route.response_field) if route.response_field else answer
-    headers = {}
+    headers = []
     if route.location:
-        headers["Location"] = route.location.format(id=body.id)
-    return Response(to_json(body), status_code=route.status, headers=headers,
-                    media_type="application/json")
+        headers.append((b"location", route.location.format(id=body.id).encode()))
+    return json_answer(to_json(body), status=route.status, headers=headers)
 
 
-def _next_link(request: Request, token: str) -> str:
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+def _next_link(context: EdgeContext, token: str) -> str:
+    query = [(k, v) for k, v in context.query if k != "cursor"]
     query.append(("cursor", token))
-    return f'<{request.url.path.rstrip("/")}?{urlencode(query)}>; rel="next"'
+    return f'<{context.path}?{urlencode(query)}>; rel="next"'

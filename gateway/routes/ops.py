@@ -11,11 +11,22 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
 from gateway import metrics
+from gateway.edge.context import context_of
 from gateway.errors import Problem
-from gateway.routes.dispatch import principal_of
+from gateway.policies.access import authorize
+from gateway.routes.table import Access, own
 from gateway.upstream.call import Upstream
 
-DOCS_PREFIXES = ("/docs", "/redoc")
+# Probes and scrapes are never limited nor shed: an overloaded gateway must still say so.
+HEALTHZ = own("GET", "/healthz")
+READYZ = own("GET", "/readyz")
+METRICS = own("GET", "/metrics")
+UPSTREAMS = own("GET", "/admin/upstreams", access=Access.ADMIN, rate="default", shed=True)
+OPENAPI = own("GET", "/openapi.json", rate="default", shed=True)
+DOCS = own("GET", "/docs", rate="default", docs=True, shed=True)
+REDOC = own("GET", "/redoc", rate="default", docs=True, shed=True)
+DOCS_ASSETS = own("GET", "/docs/static", rate="default", docs=True, shed=True)  # a prefix
+ROUTES = (HEALTHZ, READYZ, METRICS, UPSTREAMS, OPENAPI, DOCS, REDOC)
 
 
 def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
@@ -47,11 +58,7 @@ def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
 
     @api.get("/admin/upstreams")
     async def upstreams(request: Request) -> dict:
-        principal = principal_of(request)
-        if principal is None:
-            raise Problem(401, "sign in as an admin", code="UNAUTHENTICATED")
-        if not principal.is_admin:
-            raise Problem(403, "this operation needs an admin", code="PERMISSION_DENIED")
+        authorize(UPSTREAMS, context_of(request).principal, {})
         return {label: [{"address": i.address, "healthy": i.healthy,
                          "breaker": i.breaker.state} for i in pool.instances]
                 for label, pool in upstream.pools.items()}
@@ -62,7 +69,7 @@ def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
 def mount_docs(app: FastAPI) -> None:
     """Swagger UI and ReDoc with their assets served from this process (no CDN)."""
     static = importlib.resources.files("fastapi_offline") / "static"
-    app.mount("/docs/static", StaticFiles(directory=str(static)), name="docs-static")
+    app.mount(DOCS_ASSETS.path, StaticFiles(directory=str(static)), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger() -> Response:

@@ -9,25 +9,29 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, Field, StringConstraints
 
-from gateway.errors import Problem
-from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Id, Limit, PathId, add, without_none
-from gateway.routes.table import Access, Route
+from gateway.routes.dispatch import Dispatcher
+from gateway.routes.schemas import STRICT, Cursor, Id, Limit, PathId, add, by_id, without_none
+from gateway.routes.table import Access, AdminOnly, Route
 from portico.order.v1 import order_pb2 as pb
 from portico.order.v1 import order_pb2_grpc as grpc_pb
 
 Stub = grpc_pb.OrderServiceStub
+SHIPPING_IS_ADMINS = AdminOnly("status", "only an admin may ship or deliver an order",
+                              values=frozenset({"shipped", "delivered"}))
 LIST = Route("GET", "/orders", "order", Stub, "ListOrders", pb.ListOrdersRequest,
-             Access.SIGNED_IN, idempotent=True, read=True, list_field="orders")
+             Access.SIGNED_IN, idempotent=True, read=True, list_field="orders",
+             customer_field="customer")
 GET = Route("GET", "/orders/{id}", "order", Stub, "GetOrder", pb.GetOrderRequest,
-            Access.OWNER_OR_ADMIN, idempotent=True, read=True, response_field="order")
+            Access.OWNER_OR_ADMIN, idempotent=True, read=True, response_field="order",
+            customer_field="customer")
 CREATE = Route("POST", "/orders", "order", Stub, "CreateOrder", pb.CreateOrderRequest,
-               Access.SIGNED_IN, idempotent=False, status=201, response_field="order",
-               location="/orders/{id}")
+               Access.SIGNED_IN, status=201, response_field="order", location="/orders/{id}",
+               customer_field="customer", customer_is_caller=True)
 UPDATE = Route("PUT", "/orders/{id}", "order", Stub, "UpdateOrder", pb.UpdateOrderRequest,
-               Access.OWNER_OR_ADMIN, idempotent=True, response_field="order")
+               Access.OWNER_OR_ADMIN, idempotent=True, response_field="order",
+               customer_field="customer", admin_only=(SHIPPING_IS_ADMINS,))
 DELETE = Route("DELETE", "/orders/{id}", "order", Stub, "DeleteOrder", pb.DeleteOrderRequest,
-               Access.OWNER_OR_ADMIN, idempotent=True, status=204)
+               Access.OWNER_OR_ADMIN, idempotent=True, status=204, customer_field="customer")
 ROUTES = (LIST, GET, CREATE, UPDATE, DELETE)
 
 Address = Annotated[str, Field(max_length=500)]
@@ -100,44 +104,30 @@ class Order(BaseModel):
     update_time: datetime
 
 
-def _scope(request: Request, route: Route) -> str:
-    """The customer an operation is limited to: the caller, unless an admin."""
-    principal = require(route, request)
-    return "" if principal.is_admin else principal.subject
-
-
 def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["orders"])
 
     async def list_orders(request: Request, limit: Limit = 20, cursor: Cursor = None,
                           customer: Annotated[str | None, Query(max_length=64)] = None):
-        own = _scope(request, LIST)
-        return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or "",
-                                              "customer": own or customer or ""})
-
-    async def get_order(request: Request, id: PathId):
-        return await dispatch(GET, request, {"id": id, "customer": _scope(request, GET)})
+        fields = {"page_size": limit, "page_token": cursor or ""}
+        if customer:  # an admin's filter; for anyone else, their own orders
+            fields["customer"] = customer
+        return await dispatch.respond(LIST, request, fields)
 
     async def create_order(request: Request, body: Annotated[OrderCreate, Body()],
                            idempotency_key: IdempotencyKey = None):
-        principal = require(CREATE, request)
-        fields = {**body.model_dump(), "customer": principal.subject,
-                  "idempotency_key": idempotency_key or ""}
-        return await dispatch(CREATE, request, fields, idempotency_key=idempotency_key)
+        fields = {**body.model_dump(), "idempotency_key": idempotency_key or ""}
+        return await dispatch.respond(CREATE, request, fields, idempotency_key=idempotency_key)
 
     async def update_order(request: Request, id: PathId, body: Annotated[OrderUpdate, Body()]):
-        own = _scope(request, UPDATE)
-        if own and body.status in ("shipped", "delivered"):
-            raise Problem(403, "only an admin may ship or deliver an order",
-                          code="PERMISSION_DENIED")
-        return await dispatch(UPDATE, request, {**without_none(body), "id": id, "customer": own})
+        return await dispatch.respond(UPDATE, request, {**without_none(body), "id": id})
 
     async def delete_order(request: Request, id: PathId):
-        return await dispatch(DELETE, request, {"id": id, "customer": _scope(request, DELETE)})
+        return await dispatch.respond(DELETE, request, {"id": id})
 
     add(api, LIST, list_orders, response_model=list[Order],
         summary="List orders (your own; admins: all)", extra_errors=(401,))
-    add(api, GET, get_order, response_model=Order, summary="Get an order by id",
+    add(api, GET, by_id(dispatch, GET), response_model=Order, summary="Get an order by id",
         extra_errors=(401, 404))
     add(api, CREATE, create_order, response_model=Order, summary="Place an order",
         extra_errors=(401, 402, 404, 409))

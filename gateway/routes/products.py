@@ -8,21 +8,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
-from gateway.routes import direct
-from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Id, Limit, Money, Name, PathId, add, without_none
+from gateway.policies.cache_entry import CacheRule
+from gateway.routes.dispatch import Dispatcher
+from gateway.routes.schemas import (
+    STRICT,
+    Cursor,
+    Id,
+    Limit,
+    Money,
+    Name,
+    PathId,
+    add,
+    by_id,
+    without_none,
+)
 from gateway.routes.table import Access, Route
 from portico.product.v1 import product_pb2 as pb
 from portico.product.v1 import product_pb2_grpc as grpc_pb
 
 Stub = grpc_pb.ProductServiceStub
 LIST = Route("GET", "/products", "product", Stub, "ListProducts", pb.ListProductsRequest,
-             Access.PUBLIC, idempotent=True, read=True, list_field="products")
+             Access.PUBLIC, idempotent=True, read=True, list_field="products",
+             cache=CacheRule("product"))
 GET = Route("GET", "/products/{id}", "product", Stub, "GetProduct", pb.GetProductRequest,
-            Access.PUBLIC, idempotent=True, read=True, response_field="product")
+            Access.PUBLIC, idempotent=True, read=True, response_field="product",
+            cache=CacheRule("product", id_field="id"))
 CREATE = Route("POST", "/products", "product", Stub, "CreateProduct", pb.CreateProductRequest,
-               Access.ADMIN, idempotent=False, status=201, response_field="product",
-               location="/products/{id}")
+               Access.ADMIN, status=201, response_field="product", location="/products/{id}")
 UPDATE = Route("PUT", "/products/{id}", "product", Stub, "UpdateProduct",
                pb.UpdateProductRequest, Access.ADMIN, idempotent=True,
                response_field="product")
@@ -99,25 +111,22 @@ def router(dispatch: Dispatcher) -> APIRouter:
 
     async def list_products(request: Request, limit: Limit = 20, cursor: Cursor = None,
                             name: Annotated[str | None, Query(max_length=200)] = None):
-        return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or "",
-                                              "name": name or ""})
+        return await dispatch.respond(LIST, request, {
+            "page_size": limit, "page_token": cursor or "", "name": name or ""})
 
     async def create_product(request: Request, body: Annotated[ProductCreate, Body()]):
-        require(CREATE, request)
-        return await dispatch(CREATE, request, without_none(body))
+        return await dispatch.respond(CREATE, request, without_none(body))
 
     async def update_product(request: Request, id: PathId,
                              body: Annotated[ProductUpdate, Body()]):
-        require(UPDATE, request)
-        return await dispatch(UPDATE, request, {**without_none(body), "id": id})
+        return await dispatch.respond(UPDATE, request, {**without_none(body), "id": id})
 
     async def delete_product(request: Request, id: PathId):
-        require(DELETE, request)
-        return await dispatch(DELETE, request, {"id": id})
+        return await dispatch.respond(DELETE, request, {"id": id})
 
     add(api, LIST, list_products, response_model=list[Product], summary="List products")
-    add(api, GET, direct.endpoint(dispatch, GET), response_model=Product,
-        summary="Get a product by id", extra_errors=(404,))
+    add(api, GET, by_id(dispatch, GET), response_model=Product, summary="Get a product by id",
+        extra_errors=(404,))
     add(api, CREATE, create_product, response_model=Product, summary="Create a product",
         extra_errors=(401, 403, 409))
     add(api, UPDATE, update_product, response_model=Product, summary="Update a product",

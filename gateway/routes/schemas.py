@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -51,14 +51,25 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def add(router: APIRouter, route: Route, endpoint: Callable[..., Any], *,
         response_model: Any = None, summary: str, extra_errors: tuple[int, ...] = ()) -> None:
-    """Registers `endpoint` for the route's path (a trailing slash is taken off every request
-    path before routing, by gateway/slash.py)."""
+    """Registers `endpoint` for the route's path (the edge takes a trailing slash off every
+    request path before routing, so each route is registered and matched once)."""
     router.add_api_route(
         route.path, endpoint, methods=[route.verb], status_code=route.status,
         response_model=response_model if route.status != 204 else None,
         responses=errors(*extra_errors), summary=summary, name=route.method,
         response_class=Response if route.status == 204 else JSONResponse,
         description=f"Who may call it: {route.access.value}. gRPC: {route.grpc_method}.")
+
+
+def by_id(dispatch: Any, route: Route) -> Callable[..., Any]:
+    """The endpoint of a GET by the id in its path. The edge serves such GETs itself when the
+    id fits (gateway/edge/pipeline.py); FastAPI answers the rest (a bad id's 400, HEAD) and
+    documents the route."""
+
+    async def get_one(request: Request, id: PathId) -> Response:
+        return await dispatch.respond(route, request, {"id": id})
+
+    return get_one
 
 
 def without_none(model: BaseModel) -> dict[str, Any]:

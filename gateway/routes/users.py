@@ -8,11 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, StringConstraints
 
-from gateway.errors import Problem
-from gateway.routes import direct
-from gateway.routes.dispatch import Dispatcher, require
-from gateway.routes.schemas import STRICT, Cursor, Limit, Name, PathId, add, without_none
-from gateway.routes.table import Access, Route
+from gateway.routes.dispatch import Dispatcher
+from gateway.routes.schemas import STRICT, Cursor, Limit, Name, PathId, add, by_id, without_none
+from gateway.routes.table import Access, AdminOnly, Route
 from portico.user.v1 import user_pb2 as pb
 from portico.user.v1 import user_pb2_grpc as grpc_pb
 
@@ -21,19 +19,21 @@ Email = Annotated[str, StringConstraints(
 Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 Role = Literal["customer", "admin"]
 
-CREATE = Route("POST", "/users", "user", grpc_pb.UserServiceStub, "CreateUser",
-               pb.CreateUserRequest, Access.PUBLIC, idempotent=False, status=201,
-               response_field="user", location="/users/{id}")
-GET = Route("GET", "/users/{id}", "user", grpc_pb.UserServiceStub, "GetUser",
-            pb.GetUserRequest, Access.SELF_OR_ADMIN, idempotent=True, read=True,
-            response_field="user")
-UPDATE = Route("PUT", "/users/{id}", "user", grpc_pb.UserServiceStub, "UpdateUser",
-               pb.UpdateUserRequest, Access.SELF_OR_ADMIN, idempotent=True,
-               response_field="user")
-DELETE = Route("DELETE", "/users/{id}", "user", grpc_pb.UserServiceStub, "DeleteUser",
-               pb.DeleteUserRequest, Access.SELF_OR_ADMIN, idempotent=True, status=204)
-LIST = Route("GET", "/users", "user", grpc_pb.UserServiceStub, "ListUsers",
-             pb.ListUsersRequest, Access.ADMIN, idempotent=True, read=True, list_field="users")
+Stub = grpc_pb.UserServiceStub
+ROLE_IS_ADMINS = AdminOnly("role", "only an admin may choose a role")
+CREATE = Route("POST", "/users", "user", Stub, "CreateUser", pb.CreateUserRequest,
+               Access.PUBLIC, status=201, response_field="user", location="/users/{id}",
+               rate="signup", admin_only=(ROLE_IS_ADMINS,))
+GET = Route("GET", "/users/{id}", "user", Stub, "GetUser", pb.GetUserRequest,
+            Access.SELF_OR_ADMIN, idempotent=True, read=True, response_field="user",
+            owner_field="id")
+UPDATE = Route("PUT", "/users/{id}", "user", Stub, "UpdateUser", pb.UpdateUserRequest,
+               Access.SELF_OR_ADMIN, idempotent=True, response_field="user", owner_field="id",
+               admin_only=(ROLE_IS_ADMINS,))
+DELETE = Route("DELETE", "/users/{id}", "user", Stub, "DeleteUser", pb.DeleteUserRequest,
+               Access.SELF_OR_ADMIN, idempotent=True, status=204, owner_field="id")
+LIST = Route("GET", "/users", "user", Stub, "ListUsers", pb.ListUsersRequest, Access.ADMIN,
+             idempotent=True, read=True, list_field="users")
 ROUTES = (CREATE, GET, UPDATE, DELETE, LIST)
 
 
@@ -77,28 +77,21 @@ def router(dispatch: Dispatcher) -> APIRouter:
     api = APIRouter(tags=["users"])
 
     async def create_user(request: Request, body: Annotated[UserCreate, Body()]):
-        principal = require(CREATE, request)
-        if body.role is not None and not (principal and principal.is_admin):
-            raise Problem(403, "only an admin may choose a role", code="PERMISSION_DENIED")
-        return await dispatch(CREATE, request, without_none(body))
+        return await dispatch.respond(CREATE, request, without_none(body))
 
     async def update_user(request: Request, id: PathId, body: Annotated[UserUpdate, Body()]):
-        principal = require(UPDATE, request, owner=id)
-        if body.role is not None and not principal.is_admin:
-            raise Problem(403, "only an admin may change a role", code="PERMISSION_DENIED")
-        return await dispatch(UPDATE, request, {**without_none(body), "id": id})
+        return await dispatch.respond(UPDATE, request, {**without_none(body), "id": id})
 
     async def delete_user(request: Request, id: PathId):
-        require(DELETE, request, owner=id)
-        return await dispatch(DELETE, request, {"id": id})
+        return await dispatch.respond(DELETE, request, {"id": id})
 
     async def list_users(request: Request, limit: Limit = 20, cursor: Cursor = None):
-        require(LIST, request)
-        return await dispatch(LIST, request, {"page_size": limit, "page_token": cursor or ""})
+        return await dispatch.respond(LIST, request,
+                                      {"page_size": limit, "page_token": cursor or ""})
 
     add(api, CREATE, create_user, response_model=User, summary="Sign up",
         extra_errors=(403, 409))
-    add(api, GET, direct.endpoint(dispatch, GET), response_model=User, summary="Get a user by id",
+    add(api, GET, by_id(dispatch, GET), response_model=User, summary="Get a user by id",
         extra_errors=(401, 403, 404))
     add(api, UPDATE, update_user, response_model=User, summary="Update a user",
         extra_errors=(401, 403, 404, 409))

@@ -1,26 +1,15 @@
-"""Rate limiting without Redis: bucket maths on a fake clock, client addresses behind proxies,
-policy matching, and the middleware on a tiny app with per-process buckets."""
+"""Rate limiting without Redis: bucket maths on a fake clock, client addresses behind proxies
+(IPv6 by /64), policies, and the limiter's keys and decisions on per-process buckets."""
 
 from __future__ import annotations
 
 import ipaddress
-from types import SimpleNamespace
 
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
-from gateway.policies.ratelimit import (
-    LocalTokenBucket,
-    RateLimitMiddleware,
-    RatePolicy,
-    bucket_key,
-    client_ip,
-    parse_networks,
-    standard_policies,
-)
+from gateway.policies.buckets import LocalTokenBucket
+from gateway.policies.clientip import client_ip, client_key, parse_networks
+from gateway.policies.ratelimit import RateLimiter, RatePolicy, bucket_key, standard_policies
 
 
 class FakeClock:
@@ -131,22 +120,36 @@ def test_no_trusted_proxies_means_the_header_is_ignored() -> None:
     assert client_ip("10.0.0.1", "198.51.100.7", ()) == "10.0.0.1"
 
 
+def test_a_long_forwarded_chain_is_read_from_the_right_only() -> None:
+    chain = ", ".join(["10.1.1.1"] * 100_000 + ["198.51.100.7"] + ["10.0.0.2"] * 3)
+    assert client_ip("10.0.0.1", chain, TRUSTED) == "198.51.100.7"
+    assert client_ip("10.0.0.1", "1.2.3.4, " + "x" * 65_536, TRUSTED) == "10.0.0.1"
+
+
+@pytest.mark.parametrize(("address", "key"), [
+    ("203.0.113.9", "203.0.113.9"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
+    ("testclient", "testclient"),
+])
+def test_ipv6_clients_share_the_bucket_of_their_64(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
 def test_trusted_proxies_are_networks() -> None:
     assert parse_networks([" 10.1.2.3/8 "]) == (ipaddress.ip_network("10.0.0.0/8"),)
     with pytest.raises(ValueError):
         parse_networks(["not-a-network"])
 
 
-# --- policies -----------------------------------------------------------------------------
+# --- policies and the limiter -------------------------------------------------------------
 
 
-def test_first_matching_policy_wins() -> None:
-    login, default = standard_policies(rate=10, burst=20, login_rate=0.2, login_burst=5)
-    assert login.matches("POST", "/auth/login") and login.matches("POST", "/auth/login/")
-    assert not login.matches("GET", "/auth/login")
-    assert not login.matches("POST", "/auth/login/x")
-    assert not login.matches("POST", "/x/auth/login")
-    assert default.matches("GET", "/products") and default.matches("POST", "/auth/login")
+def test_standard_policies_by_name() -> None:
+    policies = standard_policies(rate=10, burst=20, login_rate=0.2, login_burst=5,
+                                 signup_rate=0.1, signup_burst=3)
+    assert {name: (p.rate, p.burst) for name, p in policies.items()} == {
+        "default": (10, 20), "login": (0.2, 5), "signup": (0.1, 3)}
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -156,146 +159,55 @@ def test_first_matching_policy_wins() -> None:
     {"name": "p", "rate": 1, "burst": 0},
     {"name": "p", "rate": 1, "burst": 1.5},
     {"name": "p", "rate": 1, "burst": 1, "key": "cookie"},
-    {"name": "p", "rate": 1, "burst": 1, "path_regex": "("},
 ])
 def test_bad_policies_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RatePolicy(**kwargs)  # type: ignore[arg-type]
 
 
-def test_policy_methods_are_case_insensitive() -> None:
-    policy = RatePolicy(name="p", rate=1, burst=1, methods={"post"})
-    assert policy.matches("POST", "/anything") and not policy.matches("GET", "/anything")
-
-
-def test_middleware_refuses_bad_options() -> None:
-    policy = RatePolicy(name="p", rate=1, burst=1)
+def test_the_limiter_refuses_bad_options() -> None:
     with pytest.raises(ValueError):
-        RateLimitMiddleware(_app(), limiter=None, policies=[])
+        RateLimiter(None, {"login": RatePolicy("login", 1, 1)})
     with pytest.raises(ValueError):
-        RateLimitMiddleware(_app(), limiter=None, policies=[policy, policy])
-    with pytest.raises(ValueError):
-        RateLimitMiddleware(_app(), limiter=None, policies=[policy], trusted_proxies=["x"])
+        RateLimiter(None, {"default": RatePolicy("default", 1, 1)}, trusted_proxies=["x"])
 
 
 def test_bucket_keys() -> None:
     assert bucket_key("login", "ip:1.2.3.4") == "portico:rl:login:ip:1.2.3.4"
 
 
-# --- the middleware on a tiny app ---------------------------------------------------------
+DEFAULT = RatePolicy("default", rate=1, burst=2)
+MINE = RatePolicy("mine", rate=1, burst=2, key="principal")
 
 
-def _app() -> Starlette:
-    async def hello(request):  # type: ignore[no-untyped-def]
-        return PlainTextResponse("hello", headers={"x-app": "1"})
-
-    return Starlette(routes=[Route(p, hello, methods=["GET", "POST"])
-                             for p in ("/hello", "/auth/login", "/healthz", "/free")])
+def _limiter(trusted=()) -> RateLimiter:  # type: ignore[no-untyped-def]
+    return RateLimiter(None, {"default": DEFAULT, "mine": MINE}, trusted_proxies=trusted,
+                       local=LocalTokenBucket(clock=FakeClock()))
 
 
-class PrincipalApp:
-    """Sets a principal, as the authentication middleware before the limiter would."""
-
-    def __init__(self, app, subject: str | None) -> None:  # type: ignore[no-untyped-def]
-        self.app, self.subject = app, subject
-
-    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = "rid-1"
-            if self.subject:
-                scope["state"]["principal"] = SimpleNamespace(subject=self.subject)
-        await self.app(scope, receive, send)
-
-
-def _client(app, peer: str = "203.0.113.9") -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
-    transport = httpx.ASGITransport(app=app, client=(peer, 5000))
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
-
-
-def _limited(*, trusted=(), subject=None, clock=None):  # type: ignore[no-untyped-def]
-    policies = [RatePolicy(name="login", rate=1, burst=1, methods={"POST"},
-                           path_regex=r"^/auth/login/?$"),
-                RatePolicy(name="mine", rate=1, burst=2, path_regex=r"^/hello$",
-                           key="principal")]
-    local = LocalTokenBucket(clock=clock or FakeClock())
-    middleware = RateLimitMiddleware(_app(), limiter=None, policies=policies,
-                                     trusted_proxies=trusted, local=local)
-    return PrincipalApp(middleware, subject)
+def test_keys_by_address_principal_and_trusted_proxy() -> None:
+    limiter = _limiter(trusted=["10.0.0.0/8"])
+    key = limiter.key
+    assert key(DEFAULT, peer="203.0.113.9", forwarded_for=None, subject="alice") == \
+        "portico:rl:default:ip:203.0.113.9"
+    assert key(MINE, peer="203.0.113.9", forwarded_for=None, subject="alice") == \
+        "portico:rl:mine:sub:alice"
+    assert key(MINE, peer="203.0.113.9", forwarded_for=None, subject=None) == \
+        "portico:rl:mine:ip:203.0.113.9"
+    # A claimed address counts only from a trusted proxy.
+    assert key(DEFAULT, peer="203.0.113.9", forwarded_for="198.51.100.1", subject=None) == \
+        "portico:rl:default:ip:203.0.113.9"
+    assert key(DEFAULT, peer="10.0.0.5", forwarded_for="198.51.100.1", subject=None) == \
+        "portico:rl:default:ip:198.51.100.1"
+    assert key(DEFAULT, peer="2001:db8::1", forwarded_for=None, subject=None) == \
+        "portico:rl:default:ip:2001:db8::/64"
+    assert _limiter().key(DEFAULT, peer="10.0.0.5", forwarded_for="198.51.100.1",
+                          subject=None) == "portico:rl:default:ip:10.0.0.5"
 
 
-async def test_headers_on_success_and_problem_on_refusal() -> None:
-    async with _client(_limited()) as client:
-        first = await client.get("/hello")
-        second = await client.get("/hello")
-        third = await client.get("/hello")
-    assert first.status_code == 200 and first.headers["x-app"] == "1"
-    assert first.headers["ratelimit-limit"] == "2"
-    assert (first.headers["ratelimit-remaining"], second.headers["ratelimit-remaining"]) == (
-        "1", "0")
-    assert first.headers["ratelimit-reset"] == "1" and "retry-after" not in first.headers
-    assert third.status_code == 429
-    assert third.headers["content-type"] == "application/problem+json"
-    assert third.headers["retry-after"] == "1"
-    assert third.headers["ratelimit-remaining"] == "0"
-    body = third.json()
-    assert (body["status"], body["code"], body["instance"], body["request_id"]) == (
-        429, "RATE_LIMITED", "/hello", "rid-1")
-
-
-async def test_login_has_its_own_bucket() -> None:
-    async with _client(_limited()) as client:
-        assert (await client.post("/auth/login")).status_code == 200
-        assert (await client.post("/auth/login")).status_code == 429
-        assert (await client.get("/hello")).status_code == 200
-
-
-async def test_exempt_and_unmatched_paths_pass_untouched() -> None:
-    async with _client(_limited()) as client:
-        for _ in range(5):
-            for path in ("/healthz", "/free"):
-                response = await client.get(path)
-                assert response.status_code == 200
-                assert "ratelimit-limit" not in response.headers
-
-
-async def test_principal_policy_buckets_per_subject() -> None:
-    clock = FakeClock()
-    shared = _limited(subject="alice", clock=clock)
-    async with _client(shared, peer="1.1.1.1") as alice, \
-            _client(shared, peer="2.2.2.2") as alice_elsewhere:
-        assert (await alice.get("/hello")).status_code == 200
-        assert (await alice_elsewhere.get("/hello")).status_code == 200
-        assert (await alice.get("/hello")).status_code == 429
-    anonymous = _limited(subject=None, clock=clock)
-    async with _client(anonymous, peer="1.1.1.1") as one, \
-            _client(anonymous, peer="2.2.2.2") as two:
-        assert [(await one.get("/hello")).status_code for _ in range(3)] == [200, 200, 429]
-        assert (await two.get("/hello")).status_code == 200
-
-
-async def test_forwarded_for_is_believed_from_trusted_proxies_only() -> None:
-    app = _limited(trusted=["10.0.0.0/8"])
-    spoof = {"x-forwarded-for": "198.51.100.1"}
-    async with _client(app, peer="203.0.113.9") as outsider, \
-            _client(app, peer="10.0.0.5") as proxy:
-        assert (await outsider.post("/auth/login", headers=spoof)).status_code == 200
-        # Another claimed address from the same outsider is still the outsider's bucket.
-        other = {"x-forwarded-for": "198.51.100.2"}
-        assert (await outsider.post("/auth/login", headers=other)).status_code == 429
-        # Through the proxy, 198.51.100.1 has a bucket of its own, still full.
-        assert (await proxy.post("/auth/login", headers=spoof)).status_code == 200
-        assert (await proxy.post("/auth/login", headers=spoof)).status_code == 429
-        assert (await proxy.post("/auth/login", headers=other)).status_code == 200
-
-
-async def test_other_scopes_pass_through() -> None:
-    seen: list[str] = []
-
-    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-        seen.append(scope["type"])
-
-    middleware = RateLimitMiddleware(app, limiter=None,
-                                     policies=[RatePolicy(name="p", rate=1, burst=1)])
-    for kind in ("lifespan", "websocket", "websocket"):
-        await middleware({"type": kind, "path": "/hello"}, None, None)  # type: ignore[arg-type]
-    assert seen == ["lifespan", "websocket", "websocket"]
+async def test_without_redis_the_local_buckets_decide() -> None:
+    limiter = _limiter()
+    decisions = [await limiter.take(DEFAULT, "k") for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert {d.backend for d in decisions} == {"local"}
+    assert decisions[0].reads is None

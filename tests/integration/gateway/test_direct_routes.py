@@ -1,16 +1,17 @@
-"""GETs by id served straight from the route table (gateway/routes/direct.py) answer exactly as
-FastAPI's endpoints for them do, and the requests they do not take still reach FastAPI."""
+"""GETs by id served by the edge pipeline straight away answer exactly as FastAPI's endpoints
+for them do, and the requests they do not take still reach FastAPI."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import grpc
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from gateway.routes.direct import DirectRoutes
+from gateway.edge.pipeline import EdgePipeline
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
 from tests.integration.gateway.conftest import (
@@ -55,7 +56,9 @@ def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
     endpoints (both are taken out before the first request builds the middleware stack)."""
     def prepare(app: FastAPI) -> None:
         if not direct:
-            app.user_middleware = [m for m in app.user_middleware if m.cls is not DirectRoutes]
+            pipeline = next(m for m in app.user_middleware if m.cls is EdgePipeline)
+            pipeline.kwargs["config"] = dataclasses.replace(pipeline.kwargs["config"],
+                                                            serve_direct=False)
         if not fastapi_by_id:
             by_id = ("/products/{id}", "/users/{id}")
             app.router.routes[:] = [
@@ -102,13 +105,15 @@ async def test_direct_routes_answer_as_fastapi_does(address, signing_key, redis_
 
 async def test_the_direct_routes_take_only_gets_with_a_fitting_id(
         address, signing_key, redis_url) -> None:
-    """With FastAPI's GET-by-id endpoints gone, fitting GETs are still answered (directly), and
-    whatever the direct routes leave alone reaches FastAPI (which now has no such route)."""
+    """With FastAPI's GET-by-id endpoints gone, fitting GETs (and HEADs, answered as GETs
+    without a body) are still answered, directly; a bad id reaches FastAPI, which now has no
+    such route."""
     own = {"Authorization": f"Bearer {make_token(signing_key[0], 'u1')}"}
     async with gateway(address, signing_key, redis_url, fastapi_by_id=False) as client:
         assert (await client.get("/products/P1")).json()["id"] == "P1"
         assert (await client.get("/users/u1", headers=own)).json()["id"] == "u1"
         assert (await client.get("/users/u2", headers=own)).status_code == 403
-        for method, path in (("GET", "/products/bad.id"), ("HEAD", "/products/P1")):
-            answer = await client.request(method, path)
-            assert answer.status_code in (404, 405), (method, path)
+        head = await client.head("/products/P1")
+        assert (head.status_code, head.content) == (200, b"")
+        assert int(head.headers["content-length"]) > 0
+        assert (await client.get("/products/bad.id")).status_code == 405

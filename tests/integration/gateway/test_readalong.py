@@ -1,5 +1,5 @@
 """One Redis round trip for a cache hit: the cache lookup rides along with the rate limiter's
-token (gateway/readalong.py), counted with Redis's own command statistics."""
+token in one script, counted with Redis's own command statistics."""
 
 from __future__ import annotations
 

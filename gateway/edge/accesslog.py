@@ -1,0 +1,33 @@
+"""One access log line and the request metrics per request, by route template (never by the
+path a client wrote: labels stay few, and a log line holds at most the first 256 characters of a
+path)."""
+
+from __future__ import annotations
+
+import logging
+
+from gateway import metrics
+
+log = logging.getLogger("portico.access")
+
+MAX_LOGGED_PATH = 256
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class AccessLog:
+    """Records a finished request: metrics always, a log line when `enabled`."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def record(self, *, method: str, path: str, label: str, status: int, elapsed: float,
+               sent: int, client: str | None) -> None:
+        method_label = method if method in _METHODS else "other"
+        metrics.child(metrics.REQUESTS, label, method_label, str(status)).inc()
+        metrics.child(metrics.LATENCY, label, method_label).observe(elapsed)
+        if self.enabled and log.isEnabledFor(logging.INFO):
+            log.info("request", extra={
+                "method": method_label, "path": path[:MAX_LOGGED_PATH], "route": label,
+                "status": status, "duration_ms": round(elapsed * 1000, 2), "bytes": sent,
+                "client": client,
+            })
