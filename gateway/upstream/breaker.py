@@ -2,15 +2,18 @@
 
 pybreaker's own async support needs tornado, so the call is made by the caller and only its
 outcome is handed to pybreaker (`record`), which keeps the state machine: closed -> open after
-`fail_max` server-side failures in a row, open -> half-open after `reset_timeout`, where one trial
-call decides between closed and open again. `allow` adds what asyncio needs: while open or
-half-open, at most one trial call is in flight.
+`fail_max` server-side failures in a row, and in half-open one trial call decides between closed
+and open again. The open state is timed here, on an injectable monotonic clock: `allow` moves an
+open breaker to half-open (pybreaker's public `half_open`) once `reset_timeout` has passed, and
+while open or half-open lets at most one trial call be in flight. pybreaker's own open-state
+timer, on the wall clock, never runs: no outcome is handed to pybreaker while it is open.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+import time
+from collections.abc import Callable
 
 import pybreaker
 
@@ -18,15 +21,21 @@ from gateway import metrics
 
 log = logging.getLogger("portico.gateway.upstream.breaker")
 
+
 class ServerSideFailure(Exception):
     """An outcome that counts against an instance (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...)."""
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
-    def __init__(self, service: str, instance: str) -> None:
+    """Logs and counts every state change, and tells the breaker about it (`on_change`)."""
+
+    def __init__(self, service: str, instance: str, on_change: Callable[[str], None]) -> None:
         self._labels = {"service": service, "instance": instance}
+        self._on_change = on_change
 
     def state_change(self, cb, old_state, new_state) -> None:
+        # pybreaker calls this before its storage holds the new state: only `new_state` is sure.
+        self._on_change(new_state.name)
         log.log(logging.INFO if new_state.name == "closed" else logging.WARNING,
                 "circuit breaker %s", new_state.name,
                 extra={"upstream": self._labels["service"], "instance": self._labels["instance"]})
@@ -37,11 +46,13 @@ class _Listener(pybreaker.CircuitBreakerListener):
 class InstanceBreaker:
     """The breaker of one instance."""
 
-    def __init__(self, *, service: str, instance: str, fail_max: int,
-                 reset_timeout: float) -> None:
+    def __init__(self, *, service: str, instance: str, fail_max: int, reset_timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_timeout, name=f"{service}@{instance}",
-            listeners=[_Listener(service, instance)])
+            listeners=[_Listener(service, instance, self._state_changed)])
+        self._clock = clock
+        self._opened_at = clock()     # set again each time the breaker opens
         self._trial_in_flight = False
         metrics.BREAKER_STATE.labels(service=service, instance=instance).set(0)
 
@@ -51,19 +62,19 @@ class InstanceBreaker:
 
     def seconds_until_trial(self) -> float:
         """How long until an open breaker lets a trial call through (0 when it would now)."""
-        opened_at = self._cb._state_storage.opened_at
-        if self.state != pybreaker.STATE_OPEN or opened_at is None:
+        if self.state != pybreaker.STATE_OPEN:
             return 0.0
-        due = opened_at + dt.timedelta(seconds=self._cb.reset_timeout)
-        return max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())
+        return max(0.0, self._opened_at + self._cb.reset_timeout - self._clock())
 
     def allow(self) -> bool:
         """True when a call may go to this instance now; claims the trial slot when not closed."""
         state = self.state
         if state == pybreaker.STATE_CLOSED:
             return True
-        if state == pybreaker.STATE_OPEN and self.seconds_until_trial() > 0:
-            return False
+        if state == pybreaker.STATE_OPEN:
+            if self.seconds_until_trial() > 0:
+                return False
+            self._cb.half_open()
         if self._trial_in_flight:
             return False
         self._trial_in_flight = True
@@ -72,6 +83,8 @@ class InstanceBreaker:
     def record(self, *, failed: bool) -> None:
         """Hands the outcome of a call to the state machine (and frees the trial slot)."""
         self._trial_in_flight = False
+        if self.state == pybreaker.STATE_OPEN:
+            return   # what happens while open says nothing of when to try again
         try:
             self._cb.call(_fail if failed else _succeed)
         except (ServerSideFailure, pybreaker.CircuitBreakerError):
@@ -80,6 +93,10 @@ class InstanceBreaker:
     def release(self) -> None:
         """Frees the trial slot of a call that ended without an outcome (it was cancelled)."""
         self._trial_in_flight = False
+
+    def _state_changed(self, state: str) -> None:
+        if state == pybreaker.STATE_OPEN:
+            self._opened_at = self._clock()
 
 
 def _fail() -> None:
