@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pybreaker
 
@@ -24,6 +25,15 @@ log = logging.getLogger("portico.gateway.upstream.breaker")
 
 class ServerSideFailure(Exception):
     """An outcome that counts against an instance (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL...)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Ticket:
+    """What `allow` let a call through with, to report its outcome with: the breaker's epoch
+    then (it changes at every state change) and whether the call is the half-open trial."""
+
+    epoch: int
+    trial: bool
 
 
 class _Listener(pybreaker.CircuitBreakerListener):
@@ -53,6 +63,8 @@ class InstanceBreaker:
             listeners=[_Listener(service, instance, self._state_changed)])
         self._clock = clock
         self._opened_at = clock()     # set again each time the breaker opens
+        self._epoch = 0
+        self._closed_ticket = Ticket(0, trial=False)   # one for every call of a closed epoch
         self._trial_in_flight = False
         metrics.BREAKER_STATE.labels(service=service, instance=instance).set(0)
 
@@ -66,21 +78,22 @@ class InstanceBreaker:
             return 0.0
         return max(0.0, self._opened_at + self._cb.reset_timeout - self._clock())
 
-    def allow(self) -> bool:
-        """True when a call may go to this instance now; claims the trial slot when not closed."""
+    def allow(self) -> Ticket | None:
+        """A ticket when a call may go to this instance now (claiming the trial slot when not
+        closed), else None."""
         state = self.state
         if state == pybreaker.STATE_CLOSED:
-            return True
+            return self._closed_ticket
         if state == pybreaker.STATE_OPEN:
             if self.seconds_until_trial() > 0:
-                return False
+                return None
             self._cb.half_open()
         if self._trial_in_flight:
-            return False
+            return None
         self._trial_in_flight = True
-        return True
+        return Ticket(self._epoch, trial=True)
 
-    def record(self, *, failed: bool) -> None:
+    def record(self, ticket: Ticket, *, failed: bool) -> None:
         """Hands the outcome of a call to the state machine (and frees the trial slot)."""
         self._trial_in_flight = False
         if self.state == pybreaker.STATE_OPEN:
@@ -90,12 +103,15 @@ class InstanceBreaker:
         except (ServerSideFailure, pybreaker.CircuitBreakerError):
             pass
 
-    def release(self) -> None:
+    def release(self, ticket: Ticket) -> None:
         """Frees the trial slot of a call that ended without an outcome (it was cancelled)."""
         self._trial_in_flight = False
 
     def _state_changed(self, state: str) -> None:
-        if state == pybreaker.STATE_OPEN:
+        self._epoch += 1
+        if state == pybreaker.STATE_CLOSED:
+            self._closed_ticket = Ticket(self._epoch, trial=False)
+        elif state == pybreaker.STATE_OPEN:
             self._opened_at = self._clock()
 
 

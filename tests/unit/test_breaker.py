@@ -21,22 +21,29 @@ def opened(clock: FakeClock, *, reset_timeout: float = 5.0,
     """A breaker that one server-side failure has just opened."""
     breaker = InstanceBreaker(service="s", instance=instance, fail_max=1,
                               reset_timeout=reset_timeout, clock=clock)
-    breaker.record(failed=True)
+    breaker.record(breaker.allow(), failed=True)
     assert breaker.state == "open"
     return breaker
+
+
+def call(breaker: InstanceBreaker, *, failed: bool) -> None:
+    """A call that starts and ends now."""
+    ticket = breaker.allow()
+    assert ticket is not None
+    breaker.record(ticket, failed=failed)
 
 
 def test_a_breaker_opens_after_consecutive_server_failures_only() -> None:
     breaker = InstanceBreaker(service="s", instance="a", fail_max=3, reset_timeout=60,
                               clock=FakeClock())
     for _ in range(2):
-        breaker.record(failed=True)
-    breaker.record(failed=False)          # a success (or a client error) resets the count
+        call(breaker, failed=True)
+    call(breaker, failed=False)           # a success (or a client error) resets the count
     for _ in range(2):
-        breaker.record(failed=True)
-    assert breaker.state == "closed" and breaker.allow()
-    breaker.record(failed=True)
-    assert breaker.state == "open" and not breaker.allow()
+        call(breaker, failed=True)
+    assert breaker.state == "closed"
+    call(breaker, failed=True)
+    assert breaker.state == "open" and breaker.allow() is None
     assert breaker.seconds_until_trial() == 60
 
 
@@ -44,22 +51,26 @@ def test_the_trial_waits_for_reset_timeout_on_the_breakers_clock() -> None:
     clock = FakeClock()
     breaker = opened(clock, reset_timeout=5)
     clock.now = 4.0
-    assert breaker.seconds_until_trial() == 1.0 and not breaker.allow()
+    assert breaker.seconds_until_trial() == 1.0 and breaker.allow() is None
     assert breaker.state == "open"
     clock.now = 5.0
     assert breaker.seconds_until_trial() == 0.0
-    assert breaker.allow() and breaker.state == "half-open"
+    ticket = breaker.allow()
+    assert ticket is not None and ticket.trial and breaker.state == "half-open"
 
 
 def test_wall_time_alone_never_lets_a_trial_through() -> None:
     """pybreaker times its open state on the wall clock; here that time is up at once, but the
     breaker's own clock has not moved, so the breaker stays open."""
     clock = FakeClock()
-    breaker = opened(clock, reset_timeout=1e-9)
-    clock.now = 0.0
-    assert not breaker.allow()
-    breaker.record(failed=False)          # a late outcome, while open, decides nothing
-    assert breaker.state == "open" and not breaker.allow()
+    breaker = InstanceBreaker(service="s", instance="w", fail_max=2, reset_timeout=1e-9,
+                              clock=clock)
+    late = breaker.allow()
+    call(breaker, failed=True)
+    call(breaker, failed=True)
+    assert breaker.state == "open" and breaker.allow() is None
+    breaker.record(late, failed=False)    # a late outcome, while open, decides nothing
+    assert breaker.state == "open" and breaker.allow() is None
 
 
 def test_pybreakers_private_open_time_is_never_read(monkeypatch) -> None:
@@ -71,34 +82,36 @@ def test_pybreakers_private_open_time_is_never_read(monkeypatch) -> None:
         raise AssertionError("pybreaker's opened_at was read")
 
     monkeypatch.setattr(storage, "opened_at", property(unreadable, storage.opened_at.fset))
-    breaker = InstanceBreaker(service="s", instance="p", fail_max=1, reset_timeout=60)
-    breaker.record(failed=True)
+    breaker = InstanceBreaker(service="s", instance="p", fail_max=2, reset_timeout=60)
+    late = breaker.allow()
+    call(breaker, failed=True)
+    call(breaker, failed=True)
     assert breaker.state == "open"
-    assert breaker.seconds_until_trial() > 0 and not breaker.allow()
-    breaker.record(failed=True)           # a late outcome while open
+    assert breaker.seconds_until_trial() > 0 and breaker.allow() is None
+    breaker.record(late, failed=True)     # a late outcome while open
 
 
 def test_half_open_lets_one_trial_through_and_its_outcome_decides() -> None:
     clock = FakeClock()
     breaker = opened(clock, reset_timeout=5)
     clock.now = 5.0
-    assert breaker.allow()                # the trial
-    assert not breaker.allow()            # nobody else while it is in flight
-    breaker.record(failed=True)
+    trial = breaker.allow()
+    assert trial is not None and trial.trial
+    assert breaker.allow() is None        # nobody else while it is in flight
+    breaker.record(trial, failed=True)
     assert breaker.state == "open" and breaker.seconds_until_trial() == 5.0
     clock.now = 10.0
-    assert breaker.allow()
-    breaker.record(failed=False)
-    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
+    call(breaker, failed=False)
+    assert breaker.state == "closed"
+    assert breaker.allow() is not None and breaker.allow() is not None
 
 
 def test_a_cancelled_trial_frees_the_slot() -> None:
     clock = FakeClock()
     breaker = opened(clock, reset_timeout=5)
     clock.now = 5.0
-    assert breaker.allow()
-    breaker.release()
-    assert breaker.allow() and breaker.state == "half-open"
+    breaker.release(breaker.allow())
+    assert breaker.allow() is not None and breaker.state == "half-open"
 
 
 def test_every_state_change_is_counted_and_shown() -> None:
@@ -118,9 +131,9 @@ def test_every_state_change_is_counted_and_shown() -> None:
     breaker = opened(clock, instance=instance)
     assert shown() == 2
     clock.now = 5.0
-    breaker.allow()
+    trial = breaker.allow()
     assert shown() == 1
-    breaker.record(failed=False)
+    breaker.record(trial, failed=False)
     assert shown() == 0
     assert {state: transitions(state) - before[state] for state in before} == \
         {"open": 1, "half-open": 1, "closed": 1}
