@@ -5,8 +5,13 @@ outcome is handed to pybreaker (`record`), which keeps the state machine: closed
 `fail_max` server-side failures in a row, and in half-open one trial call decides between closed
 and open again. The open state is timed here, on an injectable monotonic clock: `allow` moves an
 open breaker to half-open (pybreaker's public `half_open`) once `reset_timeout` has passed, and
-while open or half-open lets at most one trial call be in flight. pybreaker's own open-state
-timer, on the wall clock, never runs: no outcome is handed to pybreaker while it is open.
+while half-open lets at most one trial call be in flight.
+
+`allow` gives each call a ticket naming the breaker's epoch, which changes at every state
+change, and an outcome counts only in the epoch its call started in: a call let through before
+the breaker opened neither decides the trial nor counts after the breaker closed again. An open
+breaker lets no call through, so no outcome is ever handed to pybreaker while it is open and
+pybreaker's own open-state timer, on the wall clock, never runs.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class InstanceBreaker:
 
     def __init__(self, *, service: str, instance: str, fail_max: int, reset_timeout: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        # Relied on in pybreaker (as of 1.4), which could change: listeners are told of every
+        # state change synchronously, inside open(), half_open(), close() and call(); one
+        # success in half-open closes (its default success_threshold of 1); closing resets the
+        # failure count.
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_timeout, name=f"{service}@{instance}",
             listeners=[_Listener(service, instance, self._state_changed)])
@@ -65,7 +74,7 @@ class InstanceBreaker:
         self._opened_at = clock()     # set again each time the breaker opens
         self._epoch = 0
         self._closed_ticket = Ticket(0, trial=False)   # one for every call of a closed epoch
-        self._trial_in_flight = False
+        self._trial: Ticket | None = None    # the half-open trial in flight
         metrics.BREAKER_STATE.labels(service=service, instance=instance).set(0)
 
     @property
@@ -88,27 +97,40 @@ class InstanceBreaker:
             if self.seconds_until_trial() > 0:
                 return None
             self._cb.half_open()
-        if self._trial_in_flight:
+        if self._trial is not None:
             return None
-        self._trial_in_flight = True
-        return Ticket(self._epoch, trial=True)
+        self._trial = Ticket(self._epoch, trial=True)
+        return self._trial
 
     def record(self, ticket: Ticket, *, failed: bool) -> None:
-        """Hands the outcome of a call to the state machine (and frees the trial slot)."""
-        self._trial_in_flight = False
-        if self.state == pybreaker.STATE_OPEN:
-            return   # what happens while open says nothing of when to try again
+        """Hands the outcome of the call let through with `ticket` to the state machine when it
+        still may decide, and frees the trial slot when that call held it."""
+        decides = self._decides(ticket)
+        self.release(ticket)
+        if not decides:
+            return
         try:
             self._cb.call(_fail if failed else _succeed)
         except (ServerSideFailure, pybreaker.CircuitBreakerError):
             pass
 
     def release(self, ticket: Ticket) -> None:
-        """Frees the trial slot of a call that ended without an outcome (it was cancelled)."""
-        self._trial_in_flight = False
+        """Frees the trial slot when the call let through with `ticket` holds it; for a call
+        that ended without an outcome (it was cancelled)."""
+        if ticket is self._trial:
+            self._trial = None
+
+    def _decides(self, ticket: Ticket) -> bool:
+        # The instance may have changed since an earlier epoch's call started: that it failed
+        # then, or answered then, says nothing about now. In a closed epoch every call counts,
+        # in a half-open one only the trial in flight, and an open epoch has no calls.
+        if ticket.epoch != self._epoch:
+            return False
+        return not ticket.trial or ticket is self._trial
 
     def _state_changed(self, state: str) -> None:
         self._epoch += 1
+        self._trial = None    # a trial holds the slot of its own half-open epoch only
         if state == pybreaker.STATE_CLOSED:
             self._closed_ticket = Ticket(self._epoch, trial=False)
         elif state == pybreaker.STATE_OPEN:

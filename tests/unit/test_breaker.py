@@ -137,3 +137,58 @@ def test_every_state_change_is_counted_and_shown() -> None:
     assert shown() == 0
     assert {state: transitions(state) - before[state] for state in before} == \
         {"open": 1, "half-open": 1, "closed": 1}
+
+
+def half_open_with_a_late_call(clock: FakeClock):
+    """A breaker (fail_max 2) whose trial is in flight, and a call let through before it opened
+    that has not ended yet: (breaker, late ticket, trial ticket)."""
+    breaker = InstanceBreaker(service="s", instance="late", fail_max=2, reset_timeout=5,
+                              clock=clock)
+    late = breaker.allow()
+    call(breaker, failed=True)
+    call(breaker, failed=True)
+    clock.now += 5
+    trial = breaker.allow()
+    assert breaker.state == "half-open" and trial is not None and trial.trial
+    return breaker, late, trial
+
+
+def test_a_call_from_before_the_breaker_opened_cannot_close_it() -> None:
+    breaker, late, trial = half_open_with_a_late_call(FakeClock())
+    breaker.record(late, failed=False)
+    assert breaker.state == "half-open"
+    assert breaker.allow() is None        # and the trial is still the one in flight
+    breaker.record(trial, failed=True)
+    assert breaker.state == "open"
+
+
+def test_a_call_from_before_the_breaker_opened_cannot_reopen_it() -> None:
+    breaker, late, trial = half_open_with_a_late_call(FakeClock())
+    breaker.record(late, failed=True)
+    assert breaker.state == "half-open" and breaker.allow() is None
+    breaker.record(trial, failed=False)
+    assert breaker.state == "closed"
+
+
+def test_a_cancelled_call_from_before_the_breaker_opened_keeps_the_trial_slot() -> None:
+    breaker, late, trial = half_open_with_a_late_call(FakeClock())
+    breaker.release(late)
+    assert breaker.allow() is None
+
+
+def test_a_failure_from_an_earlier_closed_epoch_does_not_count_in_the_new_one() -> None:
+    breaker, late, trial = half_open_with_a_late_call(FakeClock())
+    breaker.record(trial, failed=False)
+    assert breaker.state == "closed"
+    breaker.record(late, failed=True)
+    call(breaker, failed=True)            # the first failure of this epoch, of fail_max 2
+    assert breaker.state == "closed"
+
+
+def test_a_success_from_an_earlier_closed_epoch_does_not_reset_the_new_ones_count() -> None:
+    breaker, late, trial = half_open_with_a_late_call(FakeClock())
+    breaker.record(trial, failed=False)
+    call(breaker, failed=True)
+    breaker.record(late, failed=False)
+    call(breaker, failed=True)            # the second failure in a row of this epoch
+    assert breaker.state == "open"
