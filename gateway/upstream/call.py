@@ -137,20 +137,20 @@ class Upstream:
     async def _once(pool: ServicePool, stub_class: type, method: str, request: Any, *,
                     tried: list[Instance], timeout: float,
                     metadata: Sequence[tuple[str, str]]) -> Any:
-        instance = pool.pick(exclude=tried)
+        instance, ticket = pool.pick(exclude=tried)
         tried.append(instance)
         try:
             response = await getattr(instance.stub(stub_class), method)(
                 request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            instance.breaker.record(failed=error.code() in SERVER_SIDE)
+            instance.breaker.record(ticket, failed=error.code() in SERVER_SIDE)
             _count(pool, instance, error.code().name)
             raise
         except asyncio.CancelledError:
-            instance.breaker.release()
+            instance.breaker.release(ticket)
             _count(pool, instance, "CANCELLED")
             raise
-        instance.breaker.record(failed=False)
+        instance.breaker.record(ticket, failed=False)
         _count(pool, instance, "OK")
         return response
 

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import metrics
-from gateway.upstream.breaker import InstanceBreaker
+from gateway.upstream.breaker import InstanceBreaker, Ticket
 
 log = logging.getLogger("portico.gateway.upstream.pool")
 
@@ -75,19 +75,20 @@ class ServicePool:
         self._next = 0
         self._watchers: list[asyncio.Task] = []
 
-    def pick(self, *, exclude: Sequence[Instance] = ()) -> Instance:
-        """The next usable instance in turn, preferring ones not in `exclude` (tried already).
-        Claims the breaker's trial slot of the instance it returns when that breaker is not
-        closed."""
+    def pick(self, *, exclude: Sequence[Instance] = ()) -> tuple[Instance, Ticket]:
+        """The next usable instance in turn, preferring ones not in `exclude` (tried already),
+        and the ticket its breaker let the call through with (which claims the trial slot when
+        that breaker is not closed)."""
         count = len(self.instances)
         for avoid in (exclude, ()):
             for step in range(count):
                 instance = self.instances[(self._next + step) % count]
                 if instance in avoid or instance.healthy is False:
                     continue
-                if instance.breaker.allow():
+                ticket = instance.breaker.allow()
+                if ticket is not None:
                     self._next = (self._next + step + 1) % count
-                    return instance
+                    return instance, ticket
             if not exclude:
                 break
         raise NoInstanceAvailable(self.label, self._retry_after())

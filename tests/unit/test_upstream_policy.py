@@ -1,10 +1,7 @@
-"""Retry budget and circuit breaker state machines, without I/O."""
+"""The retry budget and what may be retried, without I/O (the breaker: test_breaker.py)."""
 
 from __future__ import annotations
 
-import time
-
-from gateway.upstream.breaker import InstanceBreaker
 from gateway.upstream.call import CallPolicy, RetryBudget, _retryable
 
 
@@ -33,43 +30,6 @@ def test_the_budget_refills_slowly_on_a_quiet_gateway() -> None:
         pass
     clock.now += 1.0
     assert sum(budget.withdraw() for _ in range(10)) == 5
-
-
-def test_a_breaker_opens_after_consecutive_server_failures_only() -> None:
-    breaker = InstanceBreaker(service="s", instance="a", fail_max=3, reset_timeout=60)
-    for _ in range(2):
-        breaker.record(failed=True)
-    breaker.record(failed=False)          # a success (or a client error) resets the count
-    for _ in range(2):
-        breaker.record(failed=True)
-    assert breaker.state == "closed" and breaker.allow()
-    breaker.record(failed=True)
-    assert breaker.state == "open" and not breaker.allow()
-    assert 0 < breaker.seconds_until_trial() <= 60
-
-
-def test_half_open_lets_one_trial_through_and_its_outcome_decides() -> None:
-    breaker = InstanceBreaker(service="s", instance="b", fail_max=1, reset_timeout=0.05)
-    breaker.record(failed=True)
-    assert not breaker.allow()
-    time.sleep(0.06)
-    assert breaker.allow()                # the trial
-    assert not breaker.allow()            # nobody else while it is in flight
-    breaker.record(failed=True)
-    assert breaker.state == "open"
-    time.sleep(0.06)
-    assert breaker.allow()
-    breaker.record(failed=False)
-    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
-
-
-def test_a_cancelled_trial_frees_the_slot() -> None:
-    breaker = InstanceBreaker(service="s", instance="c", fail_max=1, reset_timeout=0.05)
-    breaker.record(failed=True)
-    time.sleep(0.06)
-    assert breaker.allow()
-    breaker.release()
-    assert breaker.allow()
 
 
 def test_what_may_be_retried() -> None:
