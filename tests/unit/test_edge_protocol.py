@@ -1,5 +1,6 @@
-"""What gateway/edge/protocol.py takes for granted about uvicorn and httptools. Its behaviour
-is tested on a real server, in tests/integration/gateway/test_protocol.py."""
+"""What gateway/edge/protocol.py takes for granted about uvicorn and httptools, and how the
+gateway configures it. Its behaviour is tested on a real server, in
+tests/integration/gateway/test_protocol.py."""
 
 import hashlib
 import inspect
@@ -7,9 +8,12 @@ import pickle
 
 import httptools
 import pytest
+from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gateway.edge import server
 from gateway.edge.protocol import BoundedHeadProtocol, HeadLimits, bounded_protocol
+from gateway.settings import GatewaySettings
 
 # The uvicorn code the protocol overrides, copies (data_received) or relies on, as of 0.55.0.
 UVICORN_SOURCES = {
@@ -67,3 +71,25 @@ def test_the_configured_protocol_pickles_for_spawned_workers():
     limits = HeadLimits(head_timeout=3, max_target_bytes=4096, max_header_bytes=8192)
     factory = pickle.loads(pickle.dumps(bounded_protocol(limits)))
     assert factory.func is BoundedHeadProtocol and factory.keywords == {"limits": limits}
+
+
+def test_run_gateway_passes_the_head_limits_and_keepalive_to_uvicorn(monkeypatch):
+    settings = GatewaySettings(head_timeout_seconds=7, keepalive_timeout_seconds=3,
+                               max_header_bytes=4096, max_target_bytes=2048)
+    calls = []
+    monkeypatch.setattr(server, "get_settings", lambda: settings)
+    monkeypatch.setattr(server.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    assert server.run_gateway(host="127.0.0.1", port=0) == 0
+    (kwargs,) = calls
+    assert kwargs["timeout_keep_alive"] == 3
+    assert kwargs["http"].keywords["limits"] == HeadLimits(7, 2048, 4096)
+
+
+def test_the_head_settings_have_safe_defaults_and_floors():
+    settings = GatewaySettings()
+    assert (settings.head_timeout_seconds, settings.keepalive_timeout_seconds,
+            settings.max_header_bytes, settings.max_target_bytes) == (10, 5, 16384, 8192)
+    for bad in ({"head_timeout_seconds": 0}, {"keepalive_timeout_seconds": 0},
+                {"max_header_bytes": 1023}, {"max_target_bytes": 255}):
+        with pytest.raises(ValidationError):
+            GatewaySettings(**bad)
