@@ -65,11 +65,16 @@ class GatewaySettings(BaseSettings):
 
     # Requests: what one may be, and how many one process serves at once.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
-    max_header_bytes: int = Field(16 * 1024, ge=1024)
-    max_target_bytes: int = Field(8 * 1024, ge=256)
     body_timeout_seconds: float = Field(10.0, gt=0)
     # Beyond it an immediate 503: queueing more would only make every answer late.
     max_in_flight: int = Field(64, ge=1)
+    # Request heads, bounded by the HTTP protocol itself (gateway/edge/protocol.py): a head not
+    # complete this long after the server began waiting for it closes the connection, as does
+    # an idle keep-alive connection; a target or header block over its size is refused.
+    head_timeout_seconds: float = Field(10.0, gt=0)
+    keepalive_timeout_seconds: float = Field(5.0, gt=0)
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_target_bytes: int = Field(8 * 1024, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # HTTPS: both or neither.

@@ -1,0 +1,213 @@
+"""uvicorn's httptools protocol with bounds on the request head: a deadline and a size.
+
+uvicorn bounds neither how long a client may take over a request head nor how large the head
+may be, and httptools gathers a whole header value in memory before it reports it. So the
+bounds are kept on the bytes fed to the parser, not only in its callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+# The scope extension that marks a refused head; its value is the status to answer (431, 414).
+REFUSAL = "portico.head_refusal"
+# What a head may take on the wire beyond its target and header block: the method and version,
+# ": " and CRLF of each header line, whitespace around values (about a thousand lines' worth).
+FRAMING_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    """What BoundedHeadProtocol allows a request head: seconds, then bytes."""
+
+    head_timeout: float = 10.0
+    max_target_bytes: int = 8 * 1024
+    max_header_bytes: int = 16 * 1024
+
+    @property
+    def wire_budget(self) -> int:
+        """Bytes of one head the parser is fed, at most (see on_message_complete)."""
+        return self.max_target_bytes + self.max_header_bytes + FRAMING_BYTES
+
+
+def bounded_protocol(limits: HeadLimits) -> Callable[..., BoundedHeadProtocol]:
+    """What uvicorn's `http=` takes. A partial, not a generated subclass: uvicorn pickles its
+    config into spawned worker processes, and this pickles by reference."""
+    return functools.partial(BoundedHeadProtocol, limits=limits)
+
+
+class _Refusal(Exception):
+    """Raised in a parser callback, with the status, to stop httptools there (it reports it
+    as the context of an HttpParserCallbackError)."""
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol whose request heads have a deadline and a size limit.
+
+    - A head not complete `head_timeout` seconds after the server began waiting for it (the
+      connection was made, or the previous response completed) closes the connection; bytes
+      trickling in do not extend it. uvicorn's keep-alive timeout still closes idle ones.
+    - A target over `max_target_bytes` is refused with 414; names + values of the headers over
+      `max_header_bytes` with 431, as is a head still incomplete after `wire_budget` bytes, at
+      which point the parser is fed no more.
+    - A refusal is not written here: the app gets a bodiless request whose scope carries
+      `extensions[REFUSAL]` (the status), the headers that fit, the first `max_target_bytes`
+      of the target's path (else "/"), no query and the method if parsed (else GET). The
+      connection closes after that answer, and nothing more is read from it.
+    """
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *,
+                 limits: HeadLimits | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits or HeadLimits()
+        self.bytes_fed = 0  # to the parser, over the connection's life
+        # "idle" (waiting for a head's first byte), "head", "body" or "refused".
+        self._phase = "idle"
+        self._head_fed = 0  # bytes fed since the server began waiting for this head
+        self._header_bytes = 0
+        self._refusal: int | None = None  # 414 once the target overflowed
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    # Connection and deadline
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        waiting = not self.pipeline  # no parsed head queued: the server now waits for one
+        super().on_response_complete()
+        if waiting and not self.transport.is_closing():
+            self._start_head_clock()
+
+    def _start_head_clock(self) -> None:
+        self._stop_head_clock()
+        # On time out, the connection closes as an idle keep-alive one does.
+        self._head_timer = self.loop.call_later(self.limits.head_timeout,
+                                                self.timeout_keep_alive_handler)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    # Feeding the parser
+    def data_received(self, data: bytes) -> None:
+        if self._phase == "refused":
+            return  # its answer is on the way, then the connection closes
+        self._unset_keepalive_if_required()
+        rest = memoryview(data)
+        while rest:
+            in_head = self._phase in ("idle", "head")
+            # Within a head, feed no more than its budget has left.
+            take = self.limits.wire_budget - self._head_fed if in_head else len(rest)
+            piece, rest = rest[:take], rest[take:]
+            if in_head:
+                self._head_fed += len(piece)
+            self.bytes_fed += len(piece)
+            if not self._feed(piece):
+                return
+            if self._phase in ("idle", "head") and self._head_fed >= self.limits.wire_budget:
+                self._refuse(self._refusal or 431)
+                return
+
+    def _feed(self, piece: memoryview) -> bool:
+        """uvicorn's data_received, but for refusals; False when the rest is not to be fed."""
+        try:
+            self.parser.feed_data(piece)
+            return True
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _Refusal):
+                self._refuse(exc.__context__.args[0])
+                return False
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        return False
+
+    # Parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase, self._header_bytes, self._refusal = "head", 0, None
+
+    def on_url(self, url: bytes) -> None:
+        room = self.limits.max_target_bytes - len(self.url)
+        if len(url) > room:
+            # Keep parsing: the headers that fit still reach the app, for its answer.
+            self._refusal, url = 414, url[:room]
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Refusal(self._refusal or 431)  # this header and any after it are dropped
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_clock()
+        if self._refusal is not None:
+            raise _Refusal(self._refusal)
+        self._phase = "body"
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The next head starts here. What follows in this piece goes uncounted: that is the
+        # "plus one read chunk" of the budget.
+        self._phase, self._head_fed = "idle", 0
+
+    # Refusal
+    def _refuse(self, status: int) -> None:
+        """Starts (or queues behind the request in progress) a bodiless request marked with
+        `status` for the app to answer, after which the connection closes."""
+        if self._phase == "idle":  # only empty lines came: nothing of the head was parsed
+            self.on_message_begin()
+        self._phase = "refused"
+        self._stop_head_clock()
+        cycle = RequestResponseCycle(
+            scope=self._refused_scope(status), transport=self.transport, flow=self.flow,
+            logger=self.logger, access_logger=self.access_logger, access_log=self.access_log,
+            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            expect_100_continue=False, keep_alive=False, on_response=self.on_response_complete)
+        cycle.more_body = False  # the app's first receive is the final, empty one
+        cycle.message_event.set()
+        existing, self.cycle = self.cycle, cycle
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)
+        else:  # pipelined behind a request in progress, as uvicorn queues one
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
+
+    def _refused_scope(self, status: int) -> Any:
+        scope = self.scope  # its headers are those that fit
+        scope["method"] = self.parser.get_method().decode("ascii") if self.url else "GET"
+        if self.parser.get_http_version() == "1.0":
+            scope["http_version"] = "1.0"
+        try:  # self.url holds at most max_target_bytes of the target
+            raw_path = httptools.parse_url(self.url).path or b"/"
+        except httptools.HttpParserInvalidURLError:
+            raw_path = b"/"
+        path = raw_path.decode("latin-1")
+        path = urllib.parse.unquote(path) if "%" in path else path
+        scope["path"] = self.root_path + path  # as uvicorn does
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = b""
+        scope["extensions"] = {**scope.get("extensions", {}), REFUSAL: status}
+        return scope
