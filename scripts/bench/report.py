@@ -18,7 +18,7 @@ COLUMNS = ("scenario", "what", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", 
 OVERLOAD_COLUMNS = ("scenario", "connections", "2xx/s", "× 32-conn (target ≥ 0.90)",
                     "2xx p99 ms", "× 32-conn p99 (target ≤ 3)", "503s", "503 p50 / p99 ms",
                     "other errors", "all p50 / p99 ms", "CPU µs/answer", "CPU µs/2xx",
-                    "peak RSS MB (at start)")
+                    "peak RSS MB (at start)", "wrk CPU (cores)")
 GOODPUT_TARGET, P99_TARGET = 0.90, 3.0
 
 
@@ -100,7 +100,8 @@ def overload_table(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
                  _cell(r["shed"]), _pair(r["p50_503"], r["p99_503"]), _cell(r["other_errors"]),
                  _pair(r["p50"], r["p99"]), _cell(r["cpu_us_per_request"], 0),
                  _cell(r.get("cpu_us_per_2xx"), 0),
-                 f"{_cell(r['rss_mb'], 1)} ({_cell(r['rss_start_mb'], 1)})"]
+                 f"{_cell(r['rss_mb'], 1)} ({_cell(r['rss_start_mb'], 1)})",
+                 _cell(r.get("driver_cpu"))]
         lines.append("| " + " | ".join(cells) + " |")
         verdicts.append(
             f"{scenario.name}: goodput {_cell(r['goodput_ratio'])}× its baseline's "
