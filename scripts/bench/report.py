@@ -14,15 +14,41 @@ from scripts.bench.scenarios import Scenario
 
 COLUMNS = ("scenario", "what", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU (cores)",
            "CPU µs/req", "peak RSS MB", "× floor", "× Envoy", "stale reads")
+# The overload table. Targets are printed next to the figures, never asserted.
+OVERLOAD_COLUMNS = ("scenario", "connections", "2xx/s", "× 32-conn (target ≥ 0.90)",
+                    "2xx p99 ms", "× 32-conn p99 (target ≤ 3)", "503s", "503 p50 / p99 ms",
+                    "other errors", "all p50 / p99 ms", "CPU µs/answer", "CPU µs/2xx",
+                    "peak RSS MB (at start)", "wrk CPU (cores)")
+GOODPUT_TARGET, P99_TARGET = 0.90, 3.0
 
 
 def add_ratios(results: dict[str, dict], plan: list[Scenario]) -> None:
-    """ratio_floor and ratio_envoy: this scenario's requests/s over its reference row's."""
+    """ratio_floor and ratio_envoy: this scenario's requests/s over its reference row's; for
+    an overload, goodput_ratio (its 2xx answers/s over its baseline row's) and p99_2xx_ratio
+    (its 2xx answers' p99 over the baseline row's p99) too."""
     for scenario in plan:
         row = results[scenario.name]
         for key, reference in (("ratio_floor", scenario.floor), ("ratio_envoy", scenario.envoy)):
             base = results.get(reference, {}).get("rps") if reference else None
             row[key] = row["rps"] / base if base else None
+        baseline = results.get(scenario.baseline) if scenario.baseline else None
+        if baseline is not None:
+            base_rps, base_p99 = answers_2xx_per_second(baseline), baseline.get("p99")
+            row["baseline_2xx_rps"], row["baseline_p99"] = base_rps, base_p99
+            row["goodput_ratio"] = row["ok_rps"] / base_rps if base_rps else None
+            p99 = row.get("p99_2xx")
+            row["p99_2xx_ratio"] = p99 / base_p99 if p99 is not None and base_p99 else None
+
+
+def answers_2xx_per_second(row: dict) -> float | None:
+    """A wrk row's 2xx answers per second: counted by status in a timed load, else its
+    answers less those of 300 or more (wrk's failures, by status)."""
+    if "ok_rps" in row:
+        return row["ok_rps"]
+    if not row.get("duration"):
+        return None
+    others = sum(n["count"] for n in (row.get("failures") or {}).values())
+    return (row["requests"] - others) / row["duration"]
 
 
 def machine() -> dict:
@@ -55,6 +81,47 @@ def table(results: dict[str, dict], plan: list[Scenario]) -> str:
     return "\n".join(lines)
 
 
+def _pair(first: float | None, second: float | None) -> str:
+    return f"{_cell(first)} / {_cell(second)}"
+
+
+def overload_table(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
+    """The overload rows against their 32-connection baselines, and the targets; no lines
+    when the plan has no overload."""
+    rows = [s for s in plan if s.baseline]
+    if not rows:
+        return []
+    lines = ["| " + " | ".join(OVERLOAD_COLUMNS) + " |", "|" + "---|" * len(OVERLOAD_COLUMNS)]
+    verdicts = []
+    for scenario in rows:
+        r = results[scenario.name]
+        cells = [scenario.name, _cell(scenario.load.connections), _cell(r["ok_rps"], 0),
+                 _cell(r["goodput_ratio"]), _cell(r["p99_2xx"]), _cell(r["p99_2xx_ratio"]),
+                 _cell(r["shed"]), _pair(r["p50_503"], r["p99_503"]), _cell(r["other_errors"]),
+                 _pair(r["p50"], r["p99"]), _cell(r["cpu_us_per_request"], 0),
+                 _cell(r.get("cpu_us_per_2xx"), 0),
+                 f"{_cell(r['rss_mb'], 1)} ({_cell(r['rss_start_mb'], 1)})",
+                 _cell(r.get("driver_cpu"))]
+        lines.append("| " + " | ".join(cells) + " |")
+        verdicts.append(
+            f"{scenario.name}: goodput {_cell(r['goodput_ratio'])}× its baseline's "
+            f"{_cell(r['baseline_2xx_rps'], 0)}/s ({_met(r['goodput_ratio'], GOODPUT_TARGET, 1)} "
+            f"≥ {GOODPUT_TARGET:.2f}×), 2xx p99 {_cell(r['p99_2xx_ratio'])}× its baseline's "
+            f"{_cell(r['baseline_p99'])} ms ({_met(r['p99_2xx_ratio'], P99_TARGET, -1)} "
+            f"≤ {P99_TARGET:g}×), peak RSS {_cell(r['rss_mb'] - r['rss_start_mb'], 1)} MB over "
+            f"its start (target: bounded)")
+    baselines = ", ".join(f"{s.name} against {s.baseline}" for s in rows)
+    return [f"Overload, each row against the 32-connection row of the same requests and server "
+            f"({baselines}):", "", *lines, "",
+            "Against the targets (printed, not asserted): " + "; ".join(verdicts) + ".", ""]
+
+
+def _met(value: float | None, target: float, sign: int) -> str:
+    if value is None:
+        return "no figure for the target"
+    return "target met:" if sign * (value - target) >= 0 else "target missed:"
+
+
 def _errors(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
     """One line per scenario that had errors: what they were."""
     lines = []
@@ -79,6 +146,7 @@ def markdown(document: dict, plan: list[Scenario]) -> str:
         f"{' (with py-spy sampling the gateway)' if p['profiled'] else ''}; "
         f"{p['pinning']}.", "",
         table(document["scenarios"], plan), "",
+        *overload_table(document["scenarios"], plan),
         *_errors(document["scenarios"], plan),
         f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "
         f"{memory['rss_after_mb']:.1f} MB after {memory['seconds']:g} s of uncached GETs over "
@@ -107,7 +175,7 @@ def chart(document: dict, plan: list[Scenario], path: Path) -> None:
     for offset, (key, shade) in enumerate((("p50", "#9ecae1"), ("p90", "#4292c6"),
                                            ("p99", "#08306b"))):
         left_edges = [i + (offset - 1) * height for i in range(len(names))]
-        right.barh(left_edges, [max(r[key], 0.001) for r in rows], height=height, color=shade,
+        right.barh(left_edges, [max(r[key] or 0, 0.001) for r in rows], height=height, color=shade,
                    label=key)
     right.set_yticks(range(len(names)), names)
     right.invert_yaxis()

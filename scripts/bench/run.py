@@ -5,9 +5,10 @@ by side in one run on one machine.
     .venv/bin/python -m scripts.bench.run --smoke     # seconds per scenario: the harness works
 
 It starts the stack in its benchmark profile (stage.py), the floor app and Envoy, seeds 1,000
-products and 100 users, runs every scenario (scenarios.py) for the same duration, then a
-sustained load to see whether the gateway's memory grows, and writes results.md, results.json
-and results.png to the results folder (bench-results/ by default) and prints the table.
+products and 100 users, runs every scenario (scenarios.py) for the same duration, the overloads
+last (--overload-connections, 512 by default, 16 in smoke mode), then a sustained load to see
+whether the gateway's memory grows, and writes results.md, results.json and results.png to the
+results folder (bench-results/ by default) and prints the tables.
 Servers run on one core and load generators on the other where taskset allows. Everything it
 starts is stopped again, on errors and Ctrl-C too.
 """
@@ -29,13 +30,22 @@ from pathlib import Path
 
 from scripts.bench import procs, profiling, report
 from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
-from scripts.bench.scenarios import CONNECTIONS, Servers, run_memory, run_scenario, scenarios
+from scripts.bench.scenarios import (
+    CONNECTIONS,
+    OVERLOAD_CONNECTIONS,
+    OVERLOAD_SETTLE,
+    Servers,
+    run_memory,
+    run_scenario,
+    scenarios,
+)
 from scripts.bench.stage import gateway_pid, seed, start_stack
 from scripts.bench.wrk import wrk_path
 from scripts.devstack.servers import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = {"duration": 1.0, "memory_seconds": 2.0, "users": 10}
+SMOKE = {"duration": 1.0, "memory_seconds": 2.0, "users": 10, "overload_connections": 16,
+         "settle": 0.5}
 
 NOTES = [
     "Portico runs one gateway worker with every edge policy on (request id, metrics, security "
@@ -47,7 +57,8 @@ NOTES = [
     "Redis and SecantusDB are not pinned and share the machine with everything else.",
     "Uncached Portico GETs send `Cache-Control: no-cache`: each is a real miss (cache lookup, "
     "gRPC call, cache fill) with the cache on, as in production.",
-    "wrk (1 thread, 32 connections unless \"1 connection\") drives the fixed-path scenarios; the "
+    "wrk (1 thread, 32 connections unless \"1 connection\"; the overloads below: one thread per "
+    "connection) drives the fixed-path scenarios; the "
     "read-heavy mix comes from a Python asyncio driver (raw HTTP/1.1 with httptools, 32 "
     "connections), the same for Portico and Envoy, which checks every answer for stale reads; "
     "its own CPU use is in results.json (driver_cpu, in cores).",
@@ -55,6 +66,24 @@ NOTES = [
     "that CPU time per request; peak RSS is VmHWM during the scenario.",
     "× floor and × Envoy: requests/s over the floor's (the 1-connection floor for "
     "1-connection rows) and over Envoy's same GETs (its mix for the mix).",
+    "Overload rows: the uncached GETs of portico-uncached-products and envoy-products from many "
+    "more connections, each with an X-Forwarded-For of its own (10.x.y.z, believed by the "
+    "gateway from 127.0.0.1, so each connection is a client of its own for the rate limit; "
+    "Envoy ignores it), run last, each followed by a pause while the services drain. wrk runs "
+    "one thread per connection there, so that requests.lua can pair every answer with its "
+    "request and time it (LuaJIT's monotonic clock, read where wrk reads its own); their "
+    "latencies are those of the answers, by status: 2xx (admitted), 503 (shed) and every "
+    "answer (the p50/p90/p99 of their row in the table above). wrk's own percentiles, which "
+    "include the samples its coordinated-omission correction adds, are in results.json "
+    "(wrk_percentiles). wrk does not heed Retry-After: a connection answered 503 asks again at "
+    "once, the worst case. A thread per connection costs wrk about 0.1 ms of CPU per answer "
+    "(a third of that on one thread), on the core the services share: its CPU use is in the "
+    "table (driver_cpu in results.json, for every wrk row). 2xx/s over the baseline's 2xx "
+    "answers/s, 2xx p99 over the "
+    "baseline's p99 (wrk's, as every 32-connection row); CPU per answer and per 2xx answer; "
+    "peak RSS during the overload and RSS when it started. The profile believes "
+    "X-Forwarded-For from 127.0.0.1 for every row: reading it costs each Portico request a "
+    "few µs of CPU (parsing the peer's address), also where none is sent.",
 ]
 
 
@@ -65,17 +94,25 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of sustained load for the memory check")
     parser.add_argument("--products", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--overload-connections", type=int, default=OVERLOAD_CONNECTIONS,
+                        help="connections of the overload scenarios (one wrk thread each)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy profiles of the gateway during the Portico scenarios")
     parser.add_argument("--smoke", action="store_true",
                         help="a couple of seconds per scenario: proves the harness runs")
     args = parser.parse_args(argv)
+    args.settle = OVERLOAD_SETTLE
     if args.smoke:
-        args.duration, args.memory_seconds, args.users = (
-            SMOKE["duration"], SMOKE["memory_seconds"], min(args.users, SMOKE["users"]))
+        args.duration, args.memory_seconds, args.users, args.settle = (
+            SMOKE["duration"], SMOKE["memory_seconds"], min(args.users, SMOKE["users"]),
+            SMOKE["settle"])
+        args.overload_connections = min(args.overload_connections,
+                                        SMOKE["overload_connections"])
     if not (1 <= args.duration <= 3600 and 1 <= args.memory_seconds <= 3600):
         parser.error("--duration and --memory-seconds must be within 1..3600 seconds")
+    if not 1 <= args.overload_connections <= 4096:
+        parser.error("--overload-connections must be within 1..4096")
     return args
 
 
@@ -145,7 +182,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                                 "envoy": envoy.url},
                           pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid})
         rss_start = procs.memory_mb(gateway)
-        plan = scenarios(catalogue)
+        plan = scenarios(catalogue, overload_connections=args.overload_connections,
+                         settle=args.settle)
         results = {}
         for scenario in plan:
             _say(f"{scenario.name}: {args.duration:g} s ...")
@@ -160,7 +198,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     report.add_ratios(results, plan)
     profile = {"duration": args.duration, "memory_seconds": args.memory_seconds,
                "profiled": args.profile is not None,
-               "smoke": args.smoke, "connections": CONNECTIONS, "products": args.products,
+               "smoke": args.smoke, "connections": CONNECTIONS,
+               "overload_connections": args.overload_connections, "products": args.products,
                "users": args.users, "pinning": pinning.describe(), "notes": NOTES}
     document = {"scenarios": results, "memory": memory, "machine": report.machine(),
                 "profile": profile}

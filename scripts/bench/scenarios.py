@@ -4,6 +4,13 @@ Each scenario is a load (wrk for the fixed paths; the Python mix driver for the 
 against one server (the floor app, the gateway or Envoy), and reports requests/s, latency
 percentiles, errors, and that server process's CPU (cores used, and CPU microseconds per
 request) and peak resident memory during the scenario.
+
+The overload scenarios send the uncached GETs of portico-uncached-products (and envoy-products)
+from far more connections (OVERLOAD_CONNECTIONS), each with a client address of its own
+(X-Forwarded-For, believed from 127.0.0.1 in the benchmark profile: the rate limit is per client
+address), more than the services behind can answer. A gateway that sheds load answers the
+excess 503 at once; their figures split the answers by status (wrk.py's by_status) and are set
+against the 32-connection row named by `baseline` (report.overload_table).
 """
 
 from __future__ import annotations
@@ -26,12 +33,16 @@ from scripts.bench.wrk import Load, run_wrk
 ROOT = Path(__file__).resolve().parents[2]
 CACHED_IDS = 10  # the cached scenario's working set: every request a hit
 CONNECTIONS = 32
+OVERLOAD_CONNECTIONS = 512
+OVERLOAD_SETTLE = 3.0  # seconds of quiet after an overload: the services drain what is queued
 
 
 @dataclass(frozen=True)
 class Scenario:
     """One row of the table: `server` is "floor", "portico" or "envoy"; `load` a wrk Load, or
-    None for the read-heavy mix. `floor` and `envoy` name the rows its ratios are taken to."""
+    None for the read-heavy mix. `floor` and `envoy` name the rows its ratios are taken to;
+    `baseline`, for an overload, the 32-connection row of the same requests and server, and
+    `settle` the seconds to wait once it is over, before the next scenario starts."""
 
     name: str
     what: str
@@ -41,15 +52,22 @@ class Scenario:
     envoy: str | None = None
     warm: bool = False       # request each id once first, so the cache holds them
     price_base: int = 0      # the mix: prices written start above this
+    baseline: str | None = None
+    settle: float = 0.0
 
 
-def scenarios(catalogue: Catalogue) -> list[Scenario]:
+def scenarios(catalogue: Catalogue, *, overload_connections: int = OVERLOAD_CONNECTIONS,
+              settle: float = OVERLOAD_SETTLE) -> list[Scenario]:
+    """Every row, in the order they run: the overloads last, so that nothing they leave
+    queued touches another row."""
     hot = catalogue.products[:CACHED_IDS]
     every = catalogue.products
     admin = {"Authorization": f"Bearer {catalogue.admin_token}"}
+    no_cache = {"Cache-Control": "no-cache"}
     order = ('{"items": [{"product_id": "{id}", "quantity": 1}], '
              '"payment": {"token": "tok_visa"}}')
     product, user = "/products/{id}", "/users/{id}"
+    overload = f"{overload_connections} connections, an X-Forwarded-For each"
     return [
         Scenario("floor", "bare FastAPI + orjson, GET", "floor", Load(product, ids=hot)),
         Scenario("floor-c1", "the same, 1 connection", "floor",
@@ -59,7 +77,7 @@ def scenarios(catalogue: Catalogue) -> list[Scenario]:
         Scenario("portico-cached-c1", "the same, 1 connection", "portico",
                  Load(product, ids=hot, connections=1), floor="floor-c1", warm=True),
         Scenario("portico-uncached-products", "GET /products/{id}, Cache-Control: no-cache",
-                 "portico", Load(product, ids=every, headers={"Cache-Control": "no-cache"}),
+                 "portico", Load(product, ids=every, headers=no_cache),
                  envoy="envoy-products"),
         Scenario("portico-uncached-users", "GET /users/{id} with a JWT", "portico",
                  Load(user, ids=catalogue.users, headers=admin), envoy="envoy-users"),
@@ -74,6 +92,14 @@ def scenarios(catalogue: Catalogue) -> list[Scenario]:
                  envoy="mix-envoy", price_base=100_000),
         Scenario("mix-envoy", "95% GET (Zipf 1.1) / 5% PUT price", "envoy", None,
                  price_base=10_000_000),
+        Scenario("portico-overload", f"uncached GET /products/{{id}}, {overload}", "portico",
+                 Load(product, ids=every, headers=no_cache, connections=overload_connections,
+                      timed=True, forwarded=True),
+                 floor=None, baseline="portico-uncached-products", settle=settle),
+        Scenario("envoy-overload", f"GET /products/{{id}} via Envoy, {overload}", "envoy",
+                 Load(product, ids=every, connections=overload_connections, timed=True,
+                      forwarded=True),
+                 floor=None, baseline="envoy-products", settle=settle),
     ]
 
 
@@ -101,28 +127,35 @@ def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
             return run_mix(url, scenario, catalogue, duration=duration, pinning=pinning,
                            workdir=workdir)
     if profile_dir is None or scenario.server != "portico":
-        return measured(pid, action)
-    raw = profile_dir / f"{scenario.name}.txt"
-    sampler = profiling.record(pid, raw, seconds=duration, pinning=pinning)
-    try:
         result = measured(pid, action)
-    finally:
-        sampler.wait(timeout=duration + 60)
-    if raw.exists():
-        raw.with_suffix(".summary.txt").write_text(profiling.summary(raw))
+    else:
+        raw = profile_dir / f"{scenario.name}.txt"
+        sampler = profiling.record(pid, raw, seconds=duration, pinning=pinning)
+        try:
+            result = measured(pid, action)
+        finally:
+            sampler.wait(timeout=duration + 60)
+        if raw.exists():
+            raw.with_suffix(".summary.txt").write_text(profiling.summary(raw))
+    time.sleep(scenario.settle)
     return result
 
 
 def measured(pid: int, action: Callable[[], dict]) -> dict:
-    """Runs `action`, adding the CPU and peak memory of process `pid` while it ran."""
+    """Runs `action`, adding the CPU and peak memory of process `pid` while it ran (and, for a
+    load that counts its 2xx answers, the CPU per 2xx answer)."""
     procs.reset_peak_memory(pid)
+    rss_start = procs.memory_mb(pid)
     cpu, started = procs.cpu_seconds(pid), time.monotonic()
     result = action()
     cpu, wall = procs.cpu_seconds(pid) - cpu, time.monotonic() - started
     requests = result.get("requests") or 0
-    return {**result, "cpu": cpu / wall,
-            "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
-            "rss_mb": procs.memory_mb(pid, "VmHWM")}
+    figures = {**result, "cpu": cpu / wall,
+               "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
+               "rss_start_mb": rss_start, "rss_mb": procs.memory_mb(pid, "VmHWM")}
+    if "ok" in result:
+        figures["cpu_us_per_2xx"] = cpu / result["ok"] * 1e6 if result["ok"] else None
+    return figures
 
 
 def _warm(url: str, load: Load) -> None:

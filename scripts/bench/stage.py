@@ -2,7 +2,10 @@
 
 The profile: one gateway worker, two instances of each service, private PostgreSQL (no fsync),
 Redis and SecantusDB on free ports, the first admin from the settings. Every edge policy stays
-on, with limits high enough that the rate limiter runs on every request but never refuses.
+on, with limits high enough that the rate limiter runs on every request but never refuses;
+X-Forwarded-For is believed from 127.0.0.1, so the overload scenarios' connections are as many
+clients (the limits are per client address). PORTICO_MAX_IN_FLIGHT is not set: the gateway's
+own default is measured (set it in the environment to try another).
 Logging is at WARNING with the access log off, for the gateway and the services alike: writing
 a log line per request costs CPU that Envoy (run without an access log) would not pay.
 """
@@ -33,6 +36,7 @@ BENCH_SETTINGS = {
     "PORTICO_RATE_LIMIT_ENABLED": "true",
     "PORTICO_RATE_LIMIT_RATE": "1000000",
     "PORTICO_RATE_LIMIT_BURST": "1000000",
+    "PORTICO_TRUSTED_PROXIES": "127.0.0.1/32",
     "PORTICO_LOGIN_RATE_LIMIT_RATE": "1000",
     "PORTICO_LOGIN_RATE_LIMIT_BURST": "1000",
     "PORTICO_SIGNUP_RATE_LIMIT_RATE": "1000",

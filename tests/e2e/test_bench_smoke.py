@@ -1,6 +1,7 @@
 """`make bench` in smoke mode, end to end, so the harness cannot rot: it starts its own stack,
 Envoy and floor app, runs every scenario for a second, writes its results and stops everything.
-Speeds are never asserted; the read-heavy mix through Portico must read nothing stale."""
+Speeds are never asserted; the read-heavy mix through Portico must read nothing stale, and the
+overload rows must have timed every answer wrk counted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("floor", "floor-c1", "portico-cached", "portico-cached-c1",
              "portico-uncached-products", "portico-uncached-users", "envoy-products",
-             "envoy-users", "portico-write", "mix-portico", "mix-envoy")
+             "envoy-users", "portico-write", "mix-portico", "mix-envoy", "portico-overload",
+             "envoy-overload")
 
 
 def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_stale(
@@ -37,7 +39,16 @@ def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_sta
     assert mix["stale_reads"] == 0, mix["stale_examples"]
     assert results["memory"]["rss_before_mb"] > 0 and results["memory"]["rss_after_mb"] > 0
 
+    for name in ("portico-overload", "envoy-overload"):
+        overload = scenarios[name]
+        assert overload["timed"] == overload["requests"], name  # every answer paired and timed
+        assert overload["ok"] > 0 and overload["ok"] + overload["shed"] <= overload["timed"], name
+        assert overload["goodput_ratio"] > 0 and overload["p99_2xx_ratio"] > 0, name
+        assert overload["p50_2xx"] <= overload["p99_2xx"], name
+        assert overload["cpu_us_per_2xx"] > 0, name
+
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in SCENARIOS)
+    assert "Against the targets (printed, not asserted)" in table
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     assert "| floor |" in done.stdout  # the table is printed too
