@@ -140,7 +140,7 @@ def problem_response(problem: Problem, *, instance: str, request_id: str):
 def request_problem(request, problem: Problem):
     """The problem as the answer to `request` (a Starlette Request, with the edge's context)."""
     context = request.scope.get("state", {}).get("edge")
-    return problem_response(problem, instance=request.url.path[:256],
+    return problem_response(problem, instance=request.scope["path"][:256],
                             request_id=context.request_id if context is not None else "-")
 
 
@@ -158,12 +158,12 @@ def install_handlers(app) -> None:
     async def on_http(request, error: HTTPException):
         detail = error.detail if isinstance(error.detail, str) else _phrase(error.status_code)
         if error.status_code == 404:
-            detail = f"there is no {request.url.path}"
+            detail = f"there is no {request.scope['path'][:256]}"
         return request_problem(request, Problem(error.status_code, detail,
                                                 headers=dict(error.headers or {})))
 
     async def on_crash(request, error: Exception):
-        log.exception("unhandled error", extra={"path": request.url.path})
+        log.exception("unhandled error", extra={"path": request.scope["path"][:256]})
         return request_problem(request, Problem(500, "the gateway failed to answer",
                                                 code="INTERNAL"))
 

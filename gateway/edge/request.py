@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from starlette.types import Scope
 
+from gateway.edge.protocol import REFUSAL
 from gateway.errors import Problem
 
 # The headers the edge itself reads; the rest pass to FastAPI untouched.
@@ -22,8 +23,6 @@ _SINGLE = frozenset({b"x-request-id", b"authorization", b"content-length", b"con
 _LISTS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"x-forwarded-for"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
-# The extension the server protocol (gateway/edge/protocol.py) sets on a head it cut short.
-HEAD_REFUSAL = "portico.head_refusal"
 
 
 @dataclass(slots=True)
@@ -64,7 +63,7 @@ class EdgeRequest:
                    peer=client[0] if client else None, request_id=request_id,
                    headers=headers, lists=lists, header_bytes=size,
                    target_bytes=len(raw_path) + len(scope.get("query_string", b"")),
-                   head_refusal=(scope.get("extensions") or {}).get(HEAD_REFUSAL))
+                   head_refusal=(scope.get("extensions") or {}).get(REFUSAL))
 
     def joined(self, name: bytes) -> str | None:
         """A list header's values as one comma-separated value, or None when absent."""

@@ -150,6 +150,11 @@ class Upstream:
             instance.breaker.release(ticket)
             _count(pool, instance, "CANCELLED")
             raise
+        except BaseException:
+            # Anything else (a request that would not serialise): no outcome for the breaker,
+            # but the trial slot must not stay claimed, or the instance is never tried again.
+            instance.breaker.release(ticket)
+            raise
         instance.breaker.record(ticket, failed=False)
         _count(pool, instance, "OK")
         return response

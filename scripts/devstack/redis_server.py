@@ -8,6 +8,9 @@ from pathlib import Path
 from scripts.devstack.servers import LOCALHOST, EmbeddedServer, find_executable
 
 
+MAX_MEMORY = "256mb"
+
+
 class RedisServer(EmbeddedServer):
     """redis-server with its files in `data_dir`.
 
@@ -39,6 +42,9 @@ class RedisServer(EmbeddedServer):
             self._executable,
             *("--port", str(self.port), "--bind", LOCALHOST, "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--appendonly", "no", *snapshots),
+            # Bounded whatever clients do: past it, keys with a TTL go first (cache entries,
+            # buckets); the cache's generation keys have none and are never evicted.
+            *("--maxmemory", MAX_MEMORY, "--maxmemory-policy", "volatile-lru"),
         ]
 
     def _accepts_connections(self) -> bool:

@@ -84,11 +84,20 @@ def test_every_answer_carries_ratelimit_headers(edge, product) -> None:
             "no such route": client.get("/no/such/route"),
             "anonymous write": client.post("/products", json={"name": "x", "price": "1.00"}),
             "bad token": client.get("/users", headers={"Authorization": "Bearer nonsense"}),
+            "body too large": client.post("/products", content=b"[" * 70_000,
+                                          headers={"Content-Type": "application/json"}),
+            "not json": client.post("/products", content=b"x=1",
+                                    headers={"Content-Type": "text/plain"}),
+            "unknown query": client.get("/products?junk=1"),
+            # Cut short by the server's protocol, answered by the pipeline.
+            "headers too large": client.get(path, headers={"X-Big": "b" * 20_000}),
+            "target too long": client.get("/products/" + "t" * 9_000),
         }
-    # (413 and 415 are answered before the limiter, by the order of the edge chain.)
     statuses = {what: answer.status_code for what, answer in answers.items()}
     assert statuses == {"miss or hit": 200, "not modified": 304, "not found": 404,
-                        "no such route": 404, "anonymous write": 401, "bad token": 401}
+                        "no such route": 404, "anonymous write": 401, "bad token": 401,
+                        "body too large": 413, "not json": 415, "unknown query": 400,
+                        "headers too large": 431, "target too long": 414}
     assert answers["bad token"].headers["WWW-Authenticate"].startswith("Bearer")
     missing = [what for what, answer in answers.items()
                if not all(name in answer.headers for name in

@@ -89,6 +89,17 @@ def test_test_mode_redis_writes_nothing_to_disk(tmp_path: Path) -> None:
     assert not (tmp_path / "redis" / "dump.rdb").exists()
 
 
+def test_redis_memory_is_bounded_and_evicts_only_keys_with_a_ttl(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        try:
+            config = client.config_get("maxmemory*")
+        finally:
+            client.close()
+    assert int(config["maxmemory"]) == 256 * 1024 * 1024
+    assert config["maxmemory-policy"] == "volatile-lru"
+
+
 def test_secantus_answers_pymongo_and_keeps_data_across_restart(tmp_path: Path) -> None:
     server = SecantusServer(tmp_path / "secantus").start()
     try:

@@ -1,0 +1,231 @@
+"""What one hostile request can do to the edge pipeline, pushed past every bound: oversized heads
+and targets, huge header values for each parser, distinct paths by the hundred, unknown query
+parameters, oversized and slow bodies, and more requests at once than the process admits. Every
+refusal is a problem+json answer with the RateLimit headers (but the load shedder's, which must
+not touch Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+import uuid
+
+import httpx
+import pytest
+import redis.asyncio as redis
+
+from gateway.app import create_app
+from portico.product.v1 import product_pb2, product_pb2_grpc
+from tests.integration.gateway.conftest import (
+    gateway_client,
+    grpc_server,
+    make_token,
+    settings_for,
+)
+
+LIMITED = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
+
+
+class Products(product_pb2_grpc.ProductServiceServicer):
+    """Answers at once, unless `hold` is set: then every call waits for it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.hold: asyncio.Event | None = None
+        self.waiting = 0
+
+    async def GetProduct(self, request, context):
+        self.calls += 1
+        if self.hold is not None:
+            self.waiting += 1
+            await self.hold.wait()
+        return product_pb2.GetProductResponse(product=product_pb2.Product(
+            id=request.id, name="Limits", price="1.00", stock=1))
+
+    async def ListProducts(self, request, context):
+        self.calls += 1
+        return product_pb2.ListProductsResponse()
+
+
+@pytest.fixture(scope="module")
+async def products():
+    servicer = Products()
+    async with grpc_server((product_pb2_grpc.add_ProductServiceServicer_to_server, servicer,
+                            "portico.product.v1.ProductService")) as address:
+        yield servicer, address
+
+
+def _gateway(products, signing_key, redis_url, **overrides):  # type: ignore[no-untyped-def]
+    settings = {"rate_limit_rate": 1000.0, "rate_limit_burst": 100_000, **overrides}
+    return gateway_client(settings_for(products[1], signing_key, redis_url, **settings))
+
+
+def _refused(answer: httpx.Response, status: int) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["status"] == status and answer.json()["request_id"]
+    assert all(name in answer.headers for name in LIMITED), dict(answer.headers)
+
+
+async def test_heads_past_their_bounds_are_refused_with_ratelimit_headers(
+        products, signing_key, redis_url) -> None:
+    async with _gateway(products, signing_key, redis_url) as client:
+        _refused(await client.get("/products/P1", headers={"X-Big": "a" * 17_000}), 431)
+        _refused(await client.get("/products/" + "p" * 9_000), 414)
+        _refused(await client.get("/products?name=" + "n" * 9_000), 414)
+        # Just under the bounds: served.
+        assert (await client.get("/products/P1", headers={"X-Big": "a" * 15_000})).status_code \
+            == 200
+
+
+async def test_refusals_of_the_body_carry_ratelimit_headers(
+        products, signing_key, redis_url) -> None:
+    admin = {"Authorization": f"Bearer {make_token(signing_key[0], 'a1', 'admin')}"}
+
+    async def chunked():  # no Content-Length: the size is only known while reading
+        for _ in range(100):
+            yield b"x" * 1024
+
+    async with _gateway(products, signing_key, redis_url) as client:
+        _refused(await client.post("/products", content=chunked(),
+                                   headers={**admin, "Content-Type": "application/json"}), 413)
+        _refused(await client.post("/products", content=b"{}" * 40_000,
+                                   headers={**admin, "Content-Type": "application/json"}), 413)
+        _refused(await client.post("/products", content=b"name=x",
+                                   headers={**admin, "Content-Type": "text/plain"}), 415)
+        _refused(await client.post("/products", content=b"{}", headers={
+            **admin, "Content-Type": "application/json", "Content-Length": "two"}), 400)
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(
+        products, signing_key, redis_url) -> None:
+    admin = {"Authorization": f"Bearer {make_token(signing_key[0], 'a1', 'admin')}"}
+
+    async def slow():
+        yield b'{"name": '
+        await asyncio.sleep(2)
+        yield b'"x", "price": "1.00"}'
+
+    async with _gateway(products, signing_key, redis_url, body_timeout_seconds=0.3) as client:
+        answer = await client.post("/products", content=slow(),
+                                   headers={**admin, "Content-Type": "application/json"})
+    _refused(answer, 408)
+
+
+@pytest.mark.parametrize(("header", "value", "status"), [
+    ("If-None-Match", '"' + " " * 65_536 + '"', 200),    # froze the old ETag regex for 23 s
+    ("If-None-Match", ", ".join(['W/"x"'] * 9_000), 200),
+    ("Authorization", "Bearer " + "a" * 65_536, 401),
+    ("Authorization", "Bearer " + "a." * 32_768, 401),
+    ("X-Forwarded-For", ", ".join(["10.0.0.9"] * 6_000), 200),
+    ("X-Forwarded-For", "1.2.3.4" + " " * 65_536, 200),
+    ("Cache-Control", ", ".join(["no-transform"] * 6_000), 200),
+    ("Cache-Control", "max-age=" + "9" * 65_536, 200),
+])
+async def test_every_header_parser_is_linear(products, signing_key, redis_url, header, value,
+                                             status) -> None:
+    """64 KiB values, with the head limit raised so that they reach the parsers. A correctness
+    bound, not a speed figure: a quadratic parser takes minutes here."""
+    async with _gateway(products, signing_key, redis_url, max_header_bytes=256 * 1024,
+                        trusted_proxies=["10.0.0.0/8", "203.0.113.0/24"]) as client:
+        started = time.monotonic()
+        answer = await client.get("/products/P1", headers={header: value})
+        elapsed = time.monotonic() - started
+    assert answer.status_code == status
+    assert elapsed < 5, f"{header}: {elapsed:.1f} s"
+
+
+async def _get(app, path: str) -> int:  # type: ignore[no-untyped-def]
+    """One GET straight into the ASGI app, with a scope the test made (so that every byte of
+    the path is the test's own, and only the gateway can keep it)."""
+    status = 0
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        status = message.get("status", status)
+
+    await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+               "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(),
+               "query_string": b"", "root_path": "", "headers": [(b"host", b"gateway")],
+               "client": ("203.0.113.9", 40000), "server": ("gateway", 80)}, receive, send)
+    return status
+
+
+async def test_paths_that_match_no_route_cost_no_memory(products, signing_key, redis_url) -> None:
+    app = create_app(settings_for(products[1], signing_key, redis_url, rate_limit_enabled=False))
+    async with app.router.lifespan_context(app):
+        for index in range(50):  # warm what the first requests fill (metrics children)
+            assert await _get(app, f"/warm-{index}-" + "w" * 6_000) == 404
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(300):
+                assert await _get(app, f"/{uuid.uuid4().hex}-" + "z" * 6_000) == 404
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    # 300 paths of 6 KB are 1.8 MB: none of them may stay.
+    assert grown < 300_000, grown
+
+
+async def test_unknown_or_repeated_query_parameters_are_refused_and_never_keyed(
+        products, signing_key, redis_url) -> None:
+    observer = redis.Redis.from_url(redis_url)
+    try:
+        async with _gateway(products, signing_key, redis_url) as client:
+            before = await observer.dbsize()
+            answers = [await client.get(f"/products?junk{i}={i}") for i in range(20)]
+            answers += [await client.get("/products?limit=5&limit=6"),
+                        await client.get("/products/P1?unused=1"),
+                        await client.get("/products?" + "&".join(f"a{i}=1" for i in range(40)))]
+            for answer in answers:
+                _refused(answer, 400)
+            assert answers[0].json()["errors"][0]["field"] == "query"
+            # Equal queries written differently share one entry.
+            first = await client.get("/products?limit=05&name=x")
+            second = await client.get("/products?name=x&limit=5")
+            assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+            await asyncio.sleep(0.05)  # fills are written behind
+            # Only the rate limiter's bucket and that one entry were added.
+            assert await observer.dbsize() <= before + 2
+    finally:
+        await observer.aclose()
+
+
+async def test_past_max_in_flight_the_answer_is_an_immediate_503(
+        products, signing_key, redis_url) -> None:
+    servicer = products[0]
+    observer = redis.Redis.from_url(redis_url)
+    servicer.hold, servicer.waiting = asyncio.Event(), 0
+    try:
+        async with _gateway(products, signing_key, redis_url, max_in_flight=2,
+                            cache_enabled=False) as client:
+            held = [asyncio.create_task(client.get(f"/products/H{i}")) for i in range(2)]
+            while servicer.waiting < 2:
+                await asyncio.sleep(0.01)
+            calls = servicer.calls
+            scripts = (await observer.info("commandstats")).get("cmdstat_evalsha", {})
+            shed = await client.get("/products/P1")
+            health = await client.get("/healthz")
+            after = (await observer.info("commandstats")).get("cmdstat_evalsha", {})
+            servicer.hold.set()
+            assert [(await request).status_code for request in held] == [200, 200]
+            again = await client.get("/products/P1")
+    finally:
+        servicer.hold = None
+        await observer.aclose()
+    assert shed.status_code == 503 and shed.json()["code"] == "OVERLOADED"
+    assert shed.headers["retry-after"] == "1"
+    assert shed.headers["content-type"] == "application/problem+json"
+    assert "ratelimit-limit" not in shed.headers
+    assert servicer.calls == calls + 1            # the one after, not the shed one
+    assert after.get("calls") == scripts.get("calls")  # the shed request never reached Redis
+    assert health.status_code == 200              # probes are never shed
+    assert again.status_code == 200
