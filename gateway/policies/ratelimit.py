@@ -9,7 +9,6 @@ bucket of this process (fail-open, the default) or refuses (fail-closed): `take`
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -122,7 +121,3 @@ def _from_reply(reply: list, policy: RatePolicy) -> Decision:
         reset=float(reset), retry_after=float(retry_after), backend="redis",
         reads=ReadAlong(tuple(values), int(seconds) + int(micros) / 1e6, time.monotonic()))
 
-
-def retry_after_header(seconds: float) -> str:
-    """Retry-After is whole seconds; never 0, which would invite an immediate retry."""
-    return str(max(1, math.ceil(seconds)))

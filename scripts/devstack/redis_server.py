@@ -7,7 +7,6 @@ from pathlib import Path
 
 from scripts.devstack.servers import LOCALHOST, EmbeddedServer, find_executable
 
-
 MAX_MEMORY = "256mb"
 
 
