@@ -69,62 +69,73 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                  limits: HeadLimits | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits or HeadLimits()
+        self._budget = self.limits.wire_budget
         self.bytes_fed = 0  # to the parser, over the connection's life
-        # "idle" (waiting for a head's first byte), "head", "body" or "refused".
-        self._phase = "idle"
-        self._head_fed = 0  # bytes fed since the server began waiting for this head
-        self._header_bytes = 0
-        self._refusal: int | None = None  # 414 once the target overflowed
+        self._head_from = 0  # bytes_fed when the current head began (see on_message_complete)
+        self._in_head = True  # False from a head's end to its message's end
+        self.url: bytes | None = None  # None until a message begins (uvicorn's, from then on)
+        self._refused = False
+        # When the server began waiting for a head (None: not waiting). One timer per
+        # connection checks it, re-armed only when it fires: a request costs no timer.
+        self._waiting_since: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
     # Connection and deadline
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._start_head_clock()
+        self._waiting_since = self.loop.time()
+        self._arm(self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_clock()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         waiting = not self.pipeline  # no parsed head queued: the server now waits for one
-        super().on_response_complete()
-        if waiting and not self.transport.is_closing():
-            self._start_head_clock()
+        HttpToolsProtocol.on_response_complete(self)
+        if waiting and self._waiting_since is None:
+            self._waiting_since = self.loop.time()
 
-    def _start_head_clock(self) -> None:
-        self._stop_head_clock()
-        # On time out, the connection closes as an idle keep-alive one does.
-        self._head_timer = self.loop.call_later(self.limits.head_timeout,
-                                                self.timeout_keep_alive_handler)
+    def _arm(self, delay: float) -> None:
+        self._head_timer = self.loop.call_later(delay, self._check_deadline)
 
-    def _stop_head_clock(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _check_deadline(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._waiting_since is None:
+            self._arm(self.limits.head_timeout)
+            return
+        late = self.loop.time() - self._waiting_since
+        if late >= self.limits.head_timeout:
+            # The connection closes as an idle keep-alive one does.
+            self.timeout_keep_alive_handler()
+        else:
+            self._arm(self.limits.head_timeout - late)
 
     # Feeding the parser
     def data_received(self, data: bytes) -> None:
-        if self._phase == "refused":
+        if self._refused:
             return  # its answer is on the way, then the connection closes
         self._unset_keepalive_if_required()
-        rest = memoryview(data)
-        while rest:
-            in_head = self._phase in ("idle", "head")
-            # Within a head, feed no more than its budget has left.
-            take = self.limits.wire_budget - self._head_fed if in_head else len(rest)
-            piece, rest = rest[:take], rest[take:]
-            if in_head:
-                self._head_fed += len(piece)
-            self.bytes_fed += len(piece)
-            if not self._feed(piece):
-                return
-            if self._phase in ("idle", "head") and self._head_fed >= self.limits.wire_budget:
-                self._refuse(self._refusal or 431)
-                return
+        if not self._in_head:
+            self._feed(data)
+            return
+        room = self._budget - (self.bytes_fed - self._head_from)
+        if len(data) <= room:  # the common case: the whole read fits the head's budget
+            self._feed(data)
+            return
+        # Within a head, feed no more than its budget has left, then see how it ended.
+        if self._feed(memoryview(data)[:room]) and self._in_head:
+            self._refuse(431)
+        elif not self._refused:
+            self.data_received(memoryview(data)[room:])
 
-    def _feed(self, piece: memoryview) -> bool:
+    def _feed(self, piece: bytes | memoryview) -> bool:
         """uvicorn's data_received, but for refusals; False when the rest is not to be fed."""
+        self.bytes_fed += len(piece)
         try:
             self.parser.feed_data(piece)
             return True
@@ -142,45 +153,42 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
         return False
 
-    # Parser callbacks
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._phase, self._header_bytes, self._refusal = "head", 0, None
-
-    def on_url(self, url: bytes) -> None:
-        room = self.limits.max_target_bytes - len(self.url)
-        if len(url) > room:
-            # Keep parsing: the headers that fit still reach the app, for its answer.
-            self._refusal, url = 414, url[:room]
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise _Refusal(self._refusal or 431)  # this header and any after it are dropped
-        super().on_header(name, value)
-
+    # Parser callbacks: the sizes are checked once the head is whole (the budget bounds what
+    # it can hold meanwhile), so the common head costs no per-header callback of ours.
     def on_headers_complete(self) -> None:
-        self._stop_head_clock()
-        if self._refusal is not None:
-            raise _Refusal(self._refusal)
-        self._phase = "body"
-        super().on_headers_complete()
+        self._waiting_since = None
+        status = self._oversize()
+        if status is not None:
+            raise _Refusal(status)
+        self._in_head = False
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        # The next head starts here. What follows in this piece goes uncounted: that is the
+        HttpToolsProtocol.on_message_complete(self)
+        # The next head starts here. What follows in this read goes uncounted: that is the
         # "plus one read chunk" of the budget.
-        self._phase, self._head_fed = "idle", 0
+        self._in_head, self.url, self._head_from = True, None, self.bytes_fed
+
+    def _oversize(self) -> int | None:
+        """414 for a target over its limit, 431 for headers over theirs (then only the headers
+        that fit are kept), else None."""
+        status = 414 if len(self.url) > self.limits.max_target_bytes else None
+        total = 0
+        for index, (name, value) in enumerate(self.headers):
+            total += len(name) + len(value)
+            if total > self.limits.max_header_bytes:
+                del self.headers[index:]  # this header and any after it are dropped
+                return status or 431
+        return status
 
     # Refusal
     def _refuse(self, status: int) -> None:
         """Starts (or queues behind the request in progress) a bodiless request marked with
         `status` for the app to answer, after which the connection closes."""
-        if self._phase == "idle":  # only empty lines came: nothing of the head was parsed
+        if self.url is None:  # only empty lines came: nothing of a head was parsed
             self.on_message_begin()
-        self._phase = "refused"
-        self._stop_head_clock()
+        status = self._oversize() or status
+        self._refused, self._waiting_since = True, None
         cycle = RequestResponseCycle(
             scope=self._refused_scope(status), transport=self.transport, flow=self.flow,
             logger=self.logger, access_logger=self.access_logger, access_log=self.access_log,
@@ -200,8 +208,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         scope["method"] = self.parser.get_method().decode("ascii") if self.url else "GET"
         if self.parser.get_http_version() == "1.0":
             scope["http_version"] = "1.0"
-        try:  # self.url holds at most max_target_bytes of the target
-            raw_path = httptools.parse_url(self.url).path or b"/"
+        try:
+            raw_path = httptools.parse_url(self.url[:self.limits.max_target_bytes]).path or b"/"
         except httptools.HttpParserInvalidURLError:
             raw_path = b"/"
         path = raw_path.decode("latin-1")

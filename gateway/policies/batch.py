@@ -54,6 +54,26 @@ class _Call:
                 self.future.set_result(result)
 
 
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in Redis's protocol (RESP2), as redis-py's encoder writes it (str as UTF-8,
+    int as its digits, float as its repr), at a fraction of its cost: the rate limiter's call
+    of every request goes through here."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            value = arg
+        elif isinstance(arg, str):
+            value = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            value = b"%d" % arg
+        elif isinstance(arg, float):
+            value = repr(arg).encode()
+        else:
+            raise TypeError(f"Redis arguments are bytes, str, int or float, not {type(arg)}")
+        parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    return b"".join(parts)
+
+
 class RedisBatcher:
     """`await batcher.command("SET", key, value)`, or `script = batcher.script(lua)` then
     `await script(keys, args)`: answers as Redis gives them (b"OK" for a SET: no response
@@ -117,10 +137,13 @@ class RedisBatcher:
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Call(args, script, future))
         if not self._sending:
-            # Nothing in flight: this caller sends at once, with whatever else is queued, and
-            # needs no task of its own. Calls made while its batch is out wait for the next.
+            # Nothing in flight: this caller sends, with whatever else is queued, and needs no
+            # task of its own. It first lets the other requests of this turn of the event loop
+            # (those whose heads arrived together) add their calls: one write for all of them.
+            # Calls made while its batch is out wait for the next.
             self._sending = True
             try:
+                await asyncio.sleep(0)
                 await self._send(self._take_batch())
             finally:
                 self._sending = False
@@ -181,7 +204,7 @@ class RedisBatcher:
         connection = self._connection
         try:
             await connection.send_packed_command(
-                connection.pack_commands([call.args for call in batch]), check_health=False)
+                b"".join([pack(call.args) for call in batch]), check_health=False)
             results: list = []
             for _ in batch:
                 try:

@@ -7,6 +7,7 @@ cache.py.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -46,11 +47,16 @@ class CacheRule:
         return (item_generation_key(self.kind, params[self.id_field]),)
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
+
+
 def cache_key(path: str, query: Iterable[tuple[str, str]] = ()) -> str:
     """The Redis key of a request: its path without a trailing slash, then its query
     parameters (already validated and canonical) sorted by name, so that equal requests share
     one key."""
-    normalised = quote(path.rstrip("/") or "/", safe="/:@!$&'()*+,;=-._~")
+    normalised = path.rstrip("/") or "/"
+    if not _PLAIN_PATH.fullmatch(normalised):  # a path of ids needs no escaping
+        normalised = quote(normalised, safe="/:@!$&'()*+,;=-._~")
     pairs = sorted(query)
     if pairs:
         normalised += "?" + urlencode(pairs, quote_via=quote, safe="-._~")

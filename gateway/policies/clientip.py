@@ -49,6 +49,8 @@ def client_ip(peer: str | None, forwarded_for: str | None,
 
 def client_key(address: str) -> str:
     """The bucket key of a client address: IPv4 as is, IPv6 by its /64 network."""
+    if ":" not in address:  # IPv4 (or not an address at all): as it is, without parsing
+        return address
     parsed = _address(address)
     if isinstance(parsed, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))

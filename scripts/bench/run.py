@@ -99,6 +99,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy profiles of the gateway during the Portico scenarios")
+    parser.add_argument("--only", type=lambda text: set(text.split(",")), metavar="NAMES",
+                        help="run only these scenarios (comma-separated names), for quick "
+                             "comparisons; ratios to scenarios left out are not shown")
     parser.add_argument("--smoke", action="store_true",
                         help="a couple of seconds per scenario: proves the harness runs")
     args = parser.parse_args(argv)
@@ -182,8 +185,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                                 "envoy": envoy.url},
                           pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid})
         rss_start = procs.memory_mb(gateway)
-        plan = scenarios(catalogue, overload_connections=args.overload_connections,
-                         settle=args.settle)
+        plan = [scenario for scenario in scenarios(
+            catalogue, overload_connections=args.overload_connections, settle=args.settle)
+            if args.only is None or scenario.name in args.only]
         results = {}
         for scenario in plan:
             _say(f"{scenario.name}: {args.duration:g} s ...")
