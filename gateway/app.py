@@ -124,7 +124,7 @@ def _edge(settings: GatewaySettings, link: RedisLink, dispatcher: Dispatcher,
                       max_body_bytes=settings.max_body_bytes),
         headers=EdgeHeaders(hsts=settings.tls_cert_file is not None),
         access_log=AccessLog(enabled=settings.access_log),
-        max_in_flight=settings.max_in_flight, body_timeout=settings.body_timeout_seconds)
+        body_timeout=settings.body_timeout_seconds)
 
 
 def _cors(settings: GatewaySettings) -> list[Middleware]:

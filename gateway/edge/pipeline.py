@@ -3,18 +3,19 @@
 
   1. parse       the request is read once; its id taken (when well-formed) or made
   2. route       resolved once from the route table; it carries every rule the steps use
-  3. shed        past `max_in_flight` requests at once: 503 at once, no Redis, no upstream
-  4. guards      head and target sizes (431, 414), body size (413), media type (415), query (400)
-  5. sign-in     the bearer token verified (a bad one is 401)
-  6. rate limit  one Redis round trip, which also reads what the cache needs
-  7. refusals    from 4 and 5, now answered, with the RateLimit headers like any answer
-  8. body        read whole, bounded in size (413) and time (408)
-  9. cache       public GETs, from Redis or the upstream (one call per key and process)
- 10. the call    GETs by id by the dispatcher straight away; the rest by FastAPI's router
+  3. guards      head and target sizes (431, 414), body size (413), media type (415), query (400)
+  4. sign-in     the bearer token verified (a bad one is 401)
+  5. rate limit  one Redis round trip, which also reads what the cache needs
+  6. refusals    from 3 and 4, now answered, with the RateLimit headers like any answer
+  7. body        read whole, bounded in size (413) and time (408)
+  8. cache       public GETs, from Redis or the upstream (one call per key and process)
+  9. the call    GETs by id by the dispatcher straight away; the rest by FastAPI's router
 
 The answer is sent once, with the edge's headers (request id, RateLimit-*, security); then one
 access log line and the metrics. FastAPI validates bodies and queries against the documented
-OpenAPI, serves the docs, and answers what the pipeline hands it.
+OpenAPI, serves the docs, and answers what the pipeline hands it. Before any of it, the server
+protocol (gateway/edge/protocol.py) bounds the request head and sheds load past the in-flight
+limit (gateway/edge/admission.py).
 """
 
 from __future__ import annotations
@@ -47,9 +48,6 @@ from gateway.routes.resolve import ID, QueryError, RouteTable
 from gateway.routes.table import Route
 from services.common.logs import request_id_var
 
-_SHED = Problem(503, "the gateway is at capacity; try again shortly", code="OVERLOADED",
-                headers={"Retry-After": "1"})
-
 
 @dataclass(frozen=True)
 class EdgeConfig:
@@ -63,7 +61,6 @@ class EdgeConfig:
     limits: Limits
     headers: EdgeHeaders
     access_log: AccessLog
-    max_in_flight: int
     body_timeout: float
     # GETs by id served by the dispatcher straight away (False: through FastAPI's router, as
     # every other route; the answers are the same, only slower).
@@ -76,7 +73,6 @@ class EdgePipeline:
     def __init__(self, app: ASGIApp, *, config: EdgeConfig) -> None:
         self.app = app
         self.config = config
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,20 +82,12 @@ class EdgePipeline:
         request = EdgeRequest.parse(scope)
         token = request_id_var.set(request.request_id)
         match = self.config.table.resolve(request.method, request.path)
-        counted = match.route is None or match.route.shed
-        if counted:
-            self.in_flight += 1
         exchange = _Exchange(request, match.route, send, self.config.headers)
         try:
-            if counted and self.in_flight > self.config.max_in_flight:
-                await self._answer(exchange, _problem(_SHED, request))
-            else:
-                context = EdgeContext(request.request_id, request.path, match.route,
-                                      match.params, receive=receive)
-                await self._steps(exchange, context, scope, receive)
+            context = EdgeContext(request.request_id, request.path, match.route, match.params,
+                                  receive=receive)
+            await self._steps(exchange, context, scope, receive)
         finally:
-            if counted:
-                self.in_flight -= 1
             self.config.access_log.record(
                 method=request.method, path=request.path, label=match.label,
                 status=exchange.status, elapsed=time.perf_counter() - started,

@@ -17,8 +17,9 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-# The scope extension that marks a refused head; its value is the status to answer (431, 414).
-REFUSAL = "portico.head_refusal"
+from gateway.edge.admission import Admission
+from gateway.edge.request import REFUSAL
+
 # What a head may take on the wire beyond its target and header block: the method and version,
 # ": " and CRLF of each header line, whitespace around values (about a thousand lines' worth).
 FRAMING_BYTES = 4096
@@ -38,10 +39,12 @@ class HeadLimits:
         return self.max_target_bytes + self.max_header_bytes + FRAMING_BYTES
 
 
-def bounded_protocol(limits: HeadLimits) -> Callable[..., BoundedHeadProtocol]:
+def bounded_protocol(limits: HeadLimits,
+                     admission: Admission | None = None) -> Callable[..., BoundedHeadProtocol]:
     """What uvicorn's `http=` takes. A partial, not a generated subclass: uvicorn pickles its
-    config into spawned worker processes, and this pickles by reference."""
-    return functools.partial(BoundedHeadProtocol, limits=limits)
+    config into spawned worker processes, and this pickles by reference (each worker gets an
+    admission count of its own)."""
+    return functools.partial(BoundedHeadProtocol, limits=limits, admission=admission)
 
 
 class _Refusal(Exception):
@@ -66,9 +69,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *,
-                 limits: HeadLimits | None = None) -> None:
+                 limits: HeadLimits | None = None, admission: Admission | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits or HeadLimits()
+        self.admission = admission
         self._budget = self.limits.wire_budget
         self.bytes_fed = 0  # to the parser, over the connection's life
         self._head_from = 0  # bytes_fed when the current head began (see on_message_complete)
@@ -180,6 +184,42 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 del self.headers[index:]  # this header and any after it are dropped
                 return status or 431
         return status
+
+    # Admission (gateway/edge/admission.py)
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        admission = self.admission
+        if admission is None:
+            HttpToolsProtocol._start_asgi_task(self, cycle, app)
+            return
+        if not admission.admits(cycle.scope["path"]):
+            self._shed(cycle)
+            return
+        admission.in_flight += 1
+        # uvicorn's own, but for the count (its reset_contextvars option is not used here).
+        task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._release)
+        self.tasks.add(task)
+
+    def _release(self, task: asyncio.Task) -> None:
+        self.admission.in_flight -= 1
+
+    def _shed(self, cycle: RequestResponseCycle) -> None:
+        """Answers 503 at once; the connection is not read again for a short pause."""
+        cycle.response_complete = True  # the parser now drops whatever body follows
+        self.transport.write(self.admission.answer(cycle.scope["path"],
+                                                   keep_alive=cycle.keep_alive))
+        if not cycle.keep_alive:
+            self.transport.close()
+            return
+        self.on_response_complete()
+        if not self.transport.is_closing():
+            self.flow.pause_reading()
+            self.loop.call_later(self.admission.pause, self._read_again)
+
+    def _read_again(self) -> None:
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     # Refusal
     def _refuse(self, status: int) -> None:

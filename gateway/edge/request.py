@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from starlette.types import Scope
 
-from gateway.edge.protocol import REFUSAL
 from gateway.errors import Problem
 
 # The headers the edge itself reads; the rest pass to FastAPI untouched.
@@ -23,6 +22,9 @@ _SINGLE = frozenset({b"x-request-id", b"authorization", b"content-length", b"con
 _LISTS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"x-forwarded-for"})
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
+# The scope extension the server protocol (gateway/edge/protocol.py) sets on a head it cut
+# short; its value is the status to answer (431, 414).
+REFUSAL = "portico.head_refusal"
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import tempfile
 
 import uvicorn
 
+from gateway.edge.admission import Admission
 from gateway.edge.protocol import HeadLimits, bounded_protocol
 from gateway.settings import get_settings
 
@@ -25,11 +26,14 @@ def run_gateway(*, host: str, port: int, workers: int = 1) -> int:
     limits = HeadLimits(head_timeout=settings.head_timeout_seconds,
                         max_target_bytes=settings.max_target_bytes,
                         max_header_bytes=settings.max_header_bytes)
+    admission = Admission(settings.max_in_flight, hsts=settings.tls_cert_file is not None)
     uvicorn.run(
         "gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
         log_config=None, access_log=False, server_header=False,
-        # uvicorn's httptools protocol with a deadline and size limits on request heads.
-        http=bounded_protocol(limits), timeout_keep_alive=settings.keepalive_timeout_seconds,
+        # uvicorn's httptools protocol with a deadline and size limits on request heads, and
+        # the load shedder.
+        http=bounded_protocol(limits, admission),
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
         # X-Forwarded-For is read by the rate limiter, from trusted proxies only.
         proxy_headers=False, timeout_graceful_shutdown=10, **tls)
     return 0

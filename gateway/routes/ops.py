@@ -17,15 +17,15 @@ from gateway.policies.access import authorize
 from gateway.routes.table import Access, own
 from gateway.upstream.call import Upstream
 
-# Probes and scrapes are never limited nor shed: an overloaded gateway must still say so.
+# Probes and scrapes are never rate limited (nor shed: gateway/edge/admission.py).
 HEALTHZ = own("GET", "/healthz")
 READYZ = own("GET", "/readyz")
 METRICS = own("GET", "/metrics")
-UPSTREAMS = own("GET", "/admin/upstreams", access=Access.ADMIN, rate="default", shed=True)
-OPENAPI = own("GET", "/openapi.json", rate="default", shed=True)
-DOCS = own("GET", "/docs", rate="default", docs=True, shed=True)
-REDOC = own("GET", "/redoc", rate="default", docs=True, shed=True)
-DOCS_ASSETS = own("GET", "/docs/static", rate="default", docs=True, shed=True)  # a prefix
+UPSTREAMS = own("GET", "/admin/upstreams", access=Access.ADMIN, rate="default")
+OPENAPI = own("GET", "/openapi.json", rate="default")
+DOCS = own("GET", "/docs", rate="default", docs=True)
+REDOC = own("GET", "/redoc", rate="default", docs=True)
+DOCS_ASSETS = own("GET", "/docs/static", rate="default", docs=True)  # a prefix
 ROUTES = (HEALTHZ, READYZ, METRICS, UPSTREAMS, OPENAPI, DOCS, REDOC)
 
 

@@ -62,7 +62,6 @@ class Route:
     customer_is_caller: bool = False    # ... even for an admin (a new order is the caller's)
     admin_only: tuple[AdminOnly, ...] = ()
     docs: bool = False                  # an HTML page of the docs (its own CSP)
-    shed: bool = True                   # counted against the in-flight limit
 
     @property
     def grpc_method(self) -> str:
@@ -78,6 +77,6 @@ class Route:
 
 
 def own(verb: str, path: str, *, rate: str | None = None, access: Access = Access.PUBLIC,
-        docs: bool = False, shed: bool = False) -> Route:
+        docs: bool = False) -> Route:
     """A route the gateway answers itself (health, metrics, docs, admin views)."""
-    return Route(verb, path, access=access, rate=rate, docs=docs, shed=shed)
+    return Route(verb, path, access=access, rate=rate, docs=docs)

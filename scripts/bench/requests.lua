@@ -2,6 +2,7 @@
 --   method=GET  path=/products/{id}  ids=P0000,P0001,...  header=Name: value  body={...{id}...}
 --   timed=1      time every answer here and count it by status (see below)
 --   forwarded=1  send "X-Forwarded-For: 10.x.y.z", an address of this thread's own
+--   polite=1     heed Retry-After: after an answer carrying it, wait that long before the next
 -- "{id}" in the path and body takes the ids in turn (one id for every request when ids has
 -- one). At the end, one line "BENCH_JSON {...}" carries the counts and latency percentiles,
 -- and one "BENCH_FAILURES {...}" line the non-2xx answers by status, with the first body of
@@ -20,6 +21,7 @@ local threads = {}
 local timed, clock, started = false, nil, nil
 failures, first_bodies = {}, {}
 timings = {}      -- timed: "status microseconds" (floored) -> count
+polite, wait_ms = false, 0
 thread_number = 0 -- set by setup(): 1, 2, ... in the order wrk made the threads
 
 function setup(thread)
@@ -59,6 +61,8 @@ function init(args)
     elseif key == "timed" then timed = value == "1"
     elseif key == "forwarded" and value == "1" then
       headers["X-Forwarded-For"] = forwarded_for(thread_number)
+    elseif key == "polite" and value == "1" then
+      polite = true
     end
   end
   if #ids == 0 then ids[1] = "" end
@@ -85,7 +89,18 @@ local function floored(us)
   return math.floor(us / step) * step
 end
 
+-- polite: the milliseconds to wait before the next request (wrk calls this before each one).
+function delay()
+  local wait = wait_ms
+  wait_ms = 0
+  return wait
+end
+
 function response(status, response_headers, body)
+  if polite then
+    local seconds = tonumber(response_headers["Retry-After"] or response_headers["retry-after"])
+    if seconds then wait_ms = seconds * 1000 end
+  end
   if timed and started then
     -- One flat table: wrk's thread:get() cannot copy nested ones.
     local key = string.format("%d %d", status, floored(clock() - started))

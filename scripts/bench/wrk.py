@@ -33,6 +33,7 @@ class Load:
     connections: int = 32
     timed: bool = False
     forwarded: bool = False
+    polite: bool = False  # heed Retry-After (wait before asking again after a 503)
 
     @property
     def threads(self) -> int:
@@ -47,6 +48,8 @@ class Load:
             args.append(f"body={self.body}")
         if self.timed:
             args.append("timed=1")
+        if self.polite:
+            args.append("polite=1")
         if self.forwarded:
             args.append("forwarded=1")
         return args

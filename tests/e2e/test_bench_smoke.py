@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("floor", "floor-c1", "portico-cached", "portico-cached-c1",
              "portico-uncached-products", "portico-uncached-users", "envoy-products",
              "envoy-users", "portico-write", "mix-portico", "mix-envoy", "portico-overload",
-             "envoy-overload")
+             "portico-overload-polite", "envoy-overload")
 
 
 def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_stale(
@@ -39,7 +39,7 @@ def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_sta
     assert mix["stale_reads"] == 0, mix["stale_examples"]
     assert results["memory"]["rss_before_mb"] > 0 and results["memory"]["rss_after_mb"] > 0
 
-    for name in ("portico-overload", "envoy-overload"):
+    for name in ("portico-overload", "portico-overload-polite", "envoy-overload"):
         overload = scenarios[name]
         assert overload["timed"] == overload["requests"], name  # every answer paired and timed
         assert overload["ok"] > 0 and overload["ok"] + overload["shed"] <= overload["timed"], name

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.edge import server
+from gateway.edge.admission import Admission
 from gateway.edge.protocol import BoundedHeadProtocol, HeadLimits, bounded_protocol
 from gateway.settings import GatewaySettings
 
@@ -69,13 +70,15 @@ def test_httptools_reports_a_callback_exception_as_the_context_of_its_error():
 
 def test_the_configured_protocol_pickles_for_spawned_workers():
     limits = HeadLimits(head_timeout=3, max_target_bytes=4096, max_header_bytes=8192)
-    factory = pickle.loads(pickle.dumps(bounded_protocol(limits)))
-    assert factory.func is BoundedHeadProtocol and factory.keywords == {"limits": limits}
+    admission = Admission(limit=7)
+    factory = pickle.loads(pickle.dumps(bounded_protocol(limits, admission)))
+    assert factory.func is BoundedHeadProtocol
+    assert factory.keywords == {"limits": limits, "admission": admission}
 
 
 def test_run_gateway_passes_the_head_limits_and_keepalive_to_uvicorn(monkeypatch):
     settings = GatewaySettings(head_timeout_seconds=7, keepalive_timeout_seconds=3,
-                               max_header_bytes=4096, max_target_bytes=2048)
+                               max_header_bytes=4096, max_target_bytes=2048, max_in_flight=9)
     calls = []
     monkeypatch.setattr(server, "get_settings", lambda: settings)
     monkeypatch.setattr(server.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
@@ -83,6 +86,7 @@ def test_run_gateway_passes_the_head_limits_and_keepalive_to_uvicorn(monkeypatch
     (kwargs,) = calls
     assert kwargs["timeout_keep_alive"] == 3
     assert kwargs["http"].keywords["limits"] == HeadLimits(7, 2048, 4096)
+    assert kwargs["http"].keywords["admission"].limit == 9
 
 
 def test_the_head_settings_have_safe_defaults_and_floors():

@@ -3,126 +3,17 @@ and loop, a free port) serving a tiny app, talked to over raw sockets."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import select
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
-import uvicorn
-
-from gateway.edge.protocol import REFUSAL, BoundedHeadProtocol, HeadLimits
-
-LIMITS = HeadLimits()  # the defaults: 8 KiB of target, 16 KiB of header names + values
-WAIT = 10.0  # seconds any single read may take before a test fails
-
-
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers with the refusal mark as its status (else 200) and what it saw, as JSON."""
-    body, more = b"", True
-    for _ in range(10_000):
-        if not more:
-            break
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    mark = scope.get("extensions", {}).get(REFUSAL)
-    answer = json.dumps({
-        "mark": mark, "method": scope["method"], "path": scope["path"],
-        "raw_path": scope["raw_path"].decode("latin-1"),
-        "query": scope["query_string"].decode("latin-1"),
-        "headers": len(scope["headers"]), "body": body.decode("latin-1")}).encode()
-    await send({"type": "http.response.start", "status": mark or 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(answer)).encode())]})
-    await send({"type": "http.response.body", "body": answer})
-
-
-@dataclass
-class Served:
-    port: int
-    fed: list[int] = field(default_factory=list)  # bytes_fed of each connection, once lost
-
-
-@contextlib.contextmanager
-def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0) -> Iterator[Served]:
-    """The protocol with the default size limits in a uvicorn server on 127.0.0.1:0."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    served = Served(port=listener.getsockname()[1])
-
-    class Recording(BoundedHeadProtocol):
-        def connection_lost(self, exc: Exception | None) -> None:
-            served.fed.append(self.bytes_fed)
-            super().connection_lost(exc)
-
-    limits = HeadLimits(head_timeout=head_timeout)
-    config = uvicorn.Config(echo_app, http=functools.partial(Recording, limits=limits),
-                            lifespan="off", log_config=None, access_log=False,
-                            timeout_keep_alive=keepalive)  # type: ignore[arg-type]
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started or not thread.is_alive():
-                break
-            time.sleep(0.05)
-        assert server.started, "the test server did not start"
-        yield served
-    finally:
-        server.should_exit = True
-        thread.join(WAIT)
-        listener.close()
-
-
-@contextlib.contextmanager
-def connect(served: Served) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", served.port), timeout=WAIT)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def read_response(reader: Any) -> tuple[int, dict[bytes, bytes], dict[str, Any]]:
-    """One response from a socket's file: status, headers, JSON body."""
-    status_line = reader.readline(1024)
-    assert status_line.startswith(b"HTTP/1.1 "), status_line
-    headers: dict[bytes, bytes] = {}
-    for _ in range(100):
-        line = reader.readline(65536).rstrip(b"\r\n")
-        if not line:
-            break
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    body = reader.read(int(headers[b"content-length"]))
-    return int(status_line.split()[1]), headers, json.loads(body)
-
-
-def closed(sock: socket.socket, within: float = WAIT) -> bool:
-    """True when the peer closes (EOF or reset) within `within` s without sending anything."""
-    sock.settimeout(within)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-def request(target: str = "/", *headers: tuple[str, str], body: bytes = b"",
-            method: str = "GET") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", "Host: test", *(f"{n}: {v}" for n, v in headers)]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
+from tests.integration.gateway.rawhttp import (
+    LIMITS,
+    closed,
+    connect,
+    read_response,
+    request,
+    serve,
+)
 
 # Deadline and keep-alive
 
