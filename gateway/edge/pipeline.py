@@ -20,6 +20,7 @@ limit (gateway/edge/admission.py).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -182,7 +183,7 @@ class EdgePipeline:
         seconds = self.config.limiter.retry_interval if self.config.limiter else 1
         return Problem(503, "rate limiting is unavailable; try again shortly",
                        code="RATE_LIMIT_UNAVAILABLE",
-                       headers={"Retry-After": str(max(1, round(seconds + 0.49)))})
+                       headers={"Retry-After": str(max(1, math.ceil(seconds)))})
 
     async def _call(self, route: Route, context: EdgeContext, scope: Scope, receive: Receive,
                     request: EdgeRequest) -> Answer:
