@@ -21,6 +21,8 @@ from gateway.routes.dispatch import Dispatcher
 from gateway.settings import GatewaySettings, get_settings
 from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
 from services.common.logs import configure_logging
+from services.common.mtls import channel_credentials
+from services.common.pki import material
 
 VERSION = "0.1.0"
 RESOURCES = (users, auth, products, orders)
@@ -47,7 +49,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         timeout=settings.upstream_timeout_seconds, max_attempts=settings.retry_max_attempts,
         initial_backoff=settings.retry_initial_backoff_seconds,
         max_backoff=settings.retry_max_backoff_seconds,
-        budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second))
+        budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
+        credentials=channel_credentials(material(settings, "gateway")))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

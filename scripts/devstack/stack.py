@@ -2,8 +2,11 @@
 
 Databases come from PORTICO_DATABASE_URL / PORTICO_REDIS_URL / PORTICO_MONGODB_URI when set;
 otherwise private PostgreSQL, Redis and SecantusDB servers run with their data under the state
-directory (.portico/), so the next `portico up` finds the same data. Then the schemas are
-migrated, N instances of each service start, then the gateway; `Stack.start` returns once
+directory (.portico/), so the next `portico up` finds the same data; PostgreSQL and Redis ask for
+a password made once there. The development CA is made there too (state/pki/), unless the
+PORTICO_MTLS_* settings name the operator's files: every internal hop is mutual TLS. Then the
+schemas are migrated, N instances of each service start, then the gateway; `Stack.start` returns
+once
 /readyz answers 200. `Stack.stop` (Ctrl-C or SIGTERM in `portico up`) stops the gateway first,
 then the services (each drains its calls), then the databases, and leaves no child behind.
 The end-to-end tests run the same Stack on free ports.
@@ -23,12 +26,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO
 
 from scripts.devstack.postgres import PostgresServer
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
 from scripts.devstack.servers import EmbeddedServer, find_free_port
+from services.common import pki
+from services.common.mtls import channel_credentials
 
 SERVICES = ("user", "product", "order")
 DEFAULT_BASE_PORTS = {"user": 50051, "product": 50061, "order": 50071}
@@ -71,12 +77,14 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.addresses: dict[str, list[str]] = {}
         self.gateway_url = ""
+        self.tls: pki.TlsMaterial | None = None   # the stack's own, for its health checks
 
     # -- start --------------------------------------------------------------------------
     def start(self, *, timeout: float = 120.0) -> Stack:
         try:
             urls = self._databases()
             env = self._environment(urls)
+            self.tls = stack_tls(env)
             self._migrate(env)
             for name in SERVICES:
                 for index, address in enumerate(self.addresses[name]):
@@ -152,7 +160,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name, addresses in self.addresses.items():
             for address in addresses:
-                with grpc.insecure_channel(address) as channel:
+                credentials = channel_credentials(self.tls)
+                with grpc.secure_channel(address, credentials) as channel:
                     stub = health_pb2_grpc.HealthStub(channel)
                     while True:
                         self._check_alive()
@@ -217,6 +226,20 @@ class Stack:
         for server in reversed(self.databases):
             server.stop()
         self.databases.clear()
+
+
+def stack_tls(env: dict[str, str], identity: str = "devstack") -> pki.TlsMaterial:
+    """TLS material of identity `identity` for a program talking to the stack's services: from
+    the operator's files when PORTICO_MTLS_* name them, else from the development CA under the
+    stack's state directory (made here when missing)."""
+    def path(name: str) -> Path | None:
+        value = env.get(f"PORTICO_MTLS_{name}_FILE")
+        return Path(value) if value else None
+
+    settings = SimpleNamespace(state_dir=Path(env["PORTICO_STATE_DIR"]),
+                               mtls_ca_file=path("CA"), mtls_cert_file=path("CERT"),
+                               mtls_key_file=path("KEY"))
+    return pki.material(settings, identity)
 
 
 def readiness(url: str) -> int:
