@@ -16,7 +16,6 @@ import pytest
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from scripts.devstack.stack import Stack
 from tests.e2e.conftest import Account, redis_db
-from tests.trust import sync_channel, tls_for
 from tests.e2e.helpers import (
     NO_CACHE,
     create_product,
@@ -26,6 +25,7 @@ from tests.e2e.helpers import (
     upstream_calls,
     wait_for,
 )
+from tests.trust import sync_channel, tls_for
 
 
 # -- HIT, MISS, validators ---------------------------------------------------------------------

@@ -24,7 +24,6 @@ from services.user import tokens
 from services.user.passwords import Passwords
 from services.user.servicer import SERVICE_NAME, UserServicer
 from services.user.store import UserStore
-
 from tests.trust import channel as secure_channel
 from tests.trust import serve, tls_for
 
