@@ -77,14 +77,15 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.addresses: dict[str, list[str]] = {}
         self.gateway_url = ""
+        self.env: dict[str, str] = {}
         self.tls: pki.TlsMaterial | None = None   # the stack's own, for its health checks
 
     # -- start --------------------------------------------------------------------------
     def start(self, *, timeout: float = 120.0) -> Stack:
         try:
             urls = self._databases()
-            env = self._environment(urls)
-            self.tls = stack_tls(env)
+            self.env = env = self._environment(urls)
+            self.tls = self.identity("devstack")
             self._migrate(env)
             for name in SERVICES:
                 for index, address in enumerate(self.addresses[name]):
@@ -189,6 +190,10 @@ class Stack:
                 raise RuntimeError(f"{child.name} exited with code {child.process.returncode}"
                                    + (f"; see {self.config.log_dir}/{child.name}.log"
                                       if self.config.log_dir else ""))
+
+    def identity(self, name: str) -> pki.TlsMaterial:
+        """A certificate of workload `name` for a program that calls the stack's services."""
+        return stack_tls(self.env, name)
 
     # -- running ------------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
