@@ -26,9 +26,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO
 
+from scripts.devstack.access import redacted, stack_tls, write_env_file
 from scripts.devstack.postgres import PostgresServer
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
@@ -86,6 +86,7 @@ class Stack:
             urls = self._databases()
             self.env = env = self._environment(urls)
             self.tls = self.identity("devstack")
+            write_env_file(env)
             self._migrate(env)
             for name in SERVICES:
                 for index, address in enumerate(self.addresses[name]):
@@ -233,20 +234,6 @@ class Stack:
         self.databases.clear()
 
 
-def stack_tls(env: dict[str, str], identity: str = "devstack") -> pki.TlsMaterial:
-    """TLS material of identity `identity` for a program talking to the stack's services: from
-    the operator's files when PORTICO_MTLS_* name them, else from the development CA under the
-    stack's state directory (made here when missing)."""
-    def path(name: str) -> Path | None:
-        value = env.get(f"PORTICO_MTLS_{name}_FILE")
-        return Path(value) if value else None
-
-    settings = SimpleNamespace(state_dir=Path(env["PORTICO_STATE_DIR"]),
-                               mtls_ca_file=path("CA"), mtls_cert_file=path("CERT"),
-                               mtls_key_file=path("KEY"))
-    return pki.material(settings, identity)
-
-
 def readiness(url: str) -> int:
     """The status of GET {url}/readyz, or 0 when nothing (or something else) answers."""
     context = ssl._create_unverified_context() if url.startswith("https") else None
@@ -315,6 +302,8 @@ def _summary(stack: Stack) -> str:
     for name, addresses in stack.addresses.items():
         lines.append(f"  {name:8} gRPC {', '.join(addresses)}")
     for server in stack.databases:
-        lines.append(f"  {type(server).__name__:15} {server.url}")
+        lines.append(f"  {type(server).__name__:15} {redacted(server.url)}")
+    lines.append(f"Their settings, passwords included: {stack.config.state_dir}/stack.env "
+                 "(`set -a; . FILE; set +a` before `portico create-admin`, say).")
     lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
