@@ -1,6 +1,7 @@
-"""How programs reach a running development stack: a certificate of its CA, and the settings
-file (`<state_dir>/stack.env`, mode 0600) that names its stores and instances, so that `portico
-create-admin` or an internal job can be pointed at it (`set -a; . .portico/stack.env`)."""
+"""How programs reach a running development stack: a certificate of its CA, the settings file
+(`<state_dir>/stack.env`, mode 0600) that names its stores and instances, so that `portico
+create-admin` or an internal job can be pointed at it (`set -a; . .portico/stack.env`), and the
+summary `portico up` prints (without passwords)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import os
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from services.common import pki
+
+if TYPE_CHECKING:
+    from scripts.devstack.stack import Stack
 
 ENV_FILE = "stack.env"
 _SHARED = ("PORTICO_DATABASE_URL", "PORTICO_REDIS_URL", "PORTICO_MONGODB_URI",
@@ -50,3 +55,16 @@ def redacted(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+def summary(stack: Stack) -> str:
+    """Where everything listens, once the stack is ready."""
+    lines = [f"portico: ready. gateway {stack.gateway_url}  (docs {stack.gateway_url}/docs)"]
+    for name, addresses in stack.addresses.items():
+        lines.append(f"  {name:8} gRPC {', '.join(addresses)}")
+    for server in stack.databases:
+        lines.append(f"  {type(server).__name__:15} {redacted(server.url)}")
+    lines.append(f"Their settings, passwords included: {stack.config.state_dir}/{ENV_FILE} "
+                 "(`set -a; . FILE; set +a` before `portico create-admin`, say).")
+    lines.append("Ctrl-C stops everything.")
+    return "\n".join(lines)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from scripts.devstack.access import redacted, stack_tls, write_env_file
+from scripts.devstack.access import stack_tls, summary, write_env_file
 from scripts.devstack.postgres import PostgresServer
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
@@ -283,7 +283,7 @@ def run_stack(*, port: int, instances: int, host: str, base_port: int | None = N
     signal.signal(signal.SIGINT, request_stop)
     print("portico: starting the stack ...", flush=True)
     stack.start()
-    print(_summary(stack), flush=True)
+    print(summary(stack), flush=True)
     try:
         while not stopping:
             for name in stack.exited():
@@ -295,15 +295,3 @@ def run_stack(*, port: int, instances: int, host: str, base_port: int | None = N
         stack.stop()
         print("portico: stopped", flush=True)
     return 0
-
-
-def _summary(stack: Stack) -> str:
-    lines = [f"portico: ready. gateway {stack.gateway_url}  (docs {stack.gateway_url}/docs)"]
-    for name, addresses in stack.addresses.items():
-        lines.append(f"  {name:8} gRPC {', '.join(addresses)}")
-    for server in stack.databases:
-        lines.append(f"  {type(server).__name__:15} {redacted(server.url)}")
-    lines.append(f"Their settings, passwords included: {stack.config.state_dir}/stack.env "
-                 "(`set -a; . FILE; set +a` before `portico create-admin`, say).")
-    lines.append("Ctrl-C stops everything.")
-    return "\n".join(lines)
