@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -158,3 +161,24 @@ async def test_start_and_migrate_need_a_database_url(tmp_path) -> None:
         server.migrate(settings)
     with pytest.raises(ValueError, match="PORTICO_DATABASE_URL"):
         await server.start(settings)
+
+
+def test_the_create_admin_command(migrated: ServiceSettings, sync_engine: Engine,
+                                  tmp_path) -> None:
+    """`portico create-admin --email E` reads the password from stdin; an email in use is
+    refused with a message, and nothing changes."""
+    env = {**os.environ, "PORTICO_DATABASE_URL": migrated.database_url,
+           "PORTICO_STATE_DIR": str(tmp_path), "PORTICO_LOG_LEVEL": "WARNING"}
+    env.pop("PORTICO_ADMIN_PASSWORD", None)
+    command = [sys.executable, "-m", "services.cli", "create-admin", "--email",
+               "night-ops@example.com"]
+    made = subprocess.run(command, input="night-ops-password\n", env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "night-ops@example.com" in made.stdout
+    row = _row(sync_engine, "night-ops@example.com")
+    assert row.role == "admin"
+    again = subprocess.run(command, input="another-password\n", env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert _row(sync_engine, "night-ops@example.com").password_hash == row.password_hash
