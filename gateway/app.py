@@ -21,7 +21,7 @@ from gateway.edge.pipeline import EdgeConfig, EdgePipeline
 from gateway.edge.request import Limits
 from gateway.edge.respond import EdgeHeaders
 from gateway.errors import install_handlers
-from gateway.policies.auth import TokenVerifier
+from gateway.policies.auth import Authenticator, Revocations
 from gateway.policies.cache import ResponseCache
 from gateway.policies.ratelimit import RateLimiter, standard_policies
 from gateway.policies.redis import RedisLink, redis_client
@@ -31,6 +31,8 @@ from gateway.routes.resolve import RouteTable
 from gateway.settings import GatewaySettings, get_settings
 from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
 from services.common.logs import configure_logging
+from services.common.mtls import channel_credentials
+from services.common.pki import material
 
 VERSION = "0.1.0"
 RESOURCES = (users, auth, products, orders)
@@ -57,7 +59,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         timeout=settings.upstream_timeout_seconds, max_attempts=settings.retry_max_attempts,
         initial_backoff=settings.retry_initial_backoff_seconds,
         max_backoff=settings.retry_max_backoff_seconds,
-        budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second))
+        budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
+        credentials=channel_credentials(material(settings, "gateway")))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,7 +120,9 @@ def _edge(settings: GatewaySettings, link: RedisLink, dispatcher: Dispatcher,
                               max_stale=settings.cache_max_stale_seconds)
     return EdgeConfig(
         table=table,
-        verifier=TokenVerifier.from_file(settings.public_key_path, issuer=settings.jwt_issuer),
+        authenticator=Authenticator.from_file(settings.public_key_path,
+                                              issuer=settings.jwt_issuer),
+        revocations=Revocations(link),
         limiter=limiter, cache=cache, dispatcher=dispatcher,
         limits=Limits(max_header_bytes=settings.max_header_bytes,
                       max_target_bytes=settings.max_target_bytes,

@@ -77,6 +77,13 @@ class GatewaySettings(BaseSettings):
     max_target_bytes: int = Field(8 * 1024, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Mutual TLS to the services: the operator's CA bundle, the gateway's certificate (URI SAN
+    # spiffe://portico/gateway) and key; all three, or none for the development PKI under
+    # state_dir/pki (services.common.pki).
+    mtls_ca_file: Path | None = None
+    mtls_cert_file: Path | None = None
+    mtls_key_file: Path | None = None
+
     # HTTPS: both or neither.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -119,6 +126,9 @@ class GatewaySettings(BaseSettings):
     def _tls_pair(self) -> GatewaySettings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together")
+        given = [self.mtls_ca_file, self.mtls_cert_file, self.mtls_key_file]
+        if any(given) and not all(given):
+            raise ValueError("mtls_ca_file, mtls_cert_file and mtls_key_file go together")
         return self
 
     @property

@@ -24,7 +24,8 @@ def served_document() -> str:
         key = Path(tmp) / "public.pem"
         key.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        app = create_app(GatewaySettings(jwt_public_key_file=key, access_log=False))
+        app = create_app(GatewaySettings(jwt_public_key_file=key, access_log=False,
+                                         state_dir=Path(tmp)))
         return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
 
 

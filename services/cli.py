@@ -1,4 +1,5 @@
-"""The `portico` command: run a service, the gateway or the whole stack, or migrate."""
+"""The `portico` command: run a service, the gateway or the whole stack, migrate, make an admin,
+or issue a certificate of the development CA to an internal program."""
 
 from __future__ import annotations
 
@@ -44,6 +45,42 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_admin(args: argparse.Namespace) -> int:
+    from services.common.logs import configure_logging
+    from services.common.settings import get_settings
+    from services.user.server import create_admin
+
+    settings = get_settings()
+    configure_logging("create-admin", settings.log_level)
+    password = settings.admin_password
+    if not password:
+        if sys.stdin.isatty():
+            import getpass
+            password = getpass.getpass("password of the new admin: ")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+    user = create_admin(settings, email=args.email, password=password, name=args.name)
+    print(f"admin {user.email} created with id {user.id}")
+    return 0
+
+
+def _cert_issue(args: argparse.Namespace) -> int:
+    from services.common import pki
+    from services.common.settings import get_settings
+
+    settings = get_settings()
+    if settings.mtls_cert_file is not None:
+        raise ValueError("certificates of an operator's PKI are issued by that PKI; "
+                         "`portico cert issue` signs with the development CA under "
+                         "PORTICO_STATE_DIR")
+    ca_cert, ca_key = pki.ensure_ca(settings.state_dir)
+    cert, key = pki.issue(args.name, ca_cert_pem=ca_cert, ca_key_pem=ca_key,
+                          hosts=args.host or (), days=args.days)
+    for path in pki.write_issued(args.out, args.name, pki.TlsMaterial(ca_cert, cert, key)):
+        print(path)
+    return 0
+
+
 def _gateway(argv: list[str]) -> int:
     # The gateway is a program of its own (`python -m gateway`): the services never import it.
     os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv])
@@ -76,6 +113,23 @@ def parser() -> argparse.ArgumentParser:
                          help=f"some of {', '.join(SERVICES)} (default: all)")
     migrate.set_defaults(run=_migrate)
 
+    admin = commands.add_parser("create-admin", help="make an admin account (the password "
+                                "from PORTICO_ADMIN_PASSWORD, else read from stdin)")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default=None, help="display name (default: from the email)")
+    admin.set_defaults(run=_create_admin)
+
+    cert = commands.add_parser("cert", help="certificates of the development CA")
+    cert_commands = cert.add_subparsers(dest="cert_command", required=True)
+    issue = cert_commands.add_parser(
+        "issue", help="write ca.pem, NAME.pem and NAME-key.pem for a program of identity NAME")
+    issue.add_argument("name", metavar="NAME", help="workload identity (spiffe://portico/NAME)")
+    issue.add_argument("--out", type=Path, required=True, help="folder to write the files to")
+    issue.add_argument("--host", action="append",
+                       help="a host name or IP the program serves on (repeatable)")
+    issue.add_argument("--days", type=int, default=90, help="validity (default 90 days)")
+    issue.set_defaults(run=_cert_issue)
+
     # Programs of their own, handed the rest of the command line (see `main`).
     commands.add_parser("gateway", help="run the REST gateway (--port, --host, --workers)")
     commands.add_parser("up", help="run the whole development stack in the foreground "
@@ -98,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # settings and arguments that fail validation
         print(f"portico: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        from services.common.errors import ServiceError
+        if not isinstance(error, ServiceError):
+            raise
+        print(f"portico: {error.message}", file=sys.stderr)  # an email taken, say
+        return 1
 
 
 if __name__ == "__main__":

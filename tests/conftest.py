@@ -19,6 +19,7 @@ import pytest
 from scripts.devstack.postgres import PostgresServer, create_database, drop_database
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
+from tests.trust import session_state_dir
 
 
 def _external(variable: str) -> str | None:
@@ -83,6 +84,14 @@ def secantus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secant
     _skip_if_external("PORTICO_MONGODB_URI")
     with SecantusServer(tmp_path_factory.mktemp("secantus")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Path:
+    """The session's state directory: one development CA (pki/) and JWT key pair (keys/) for
+    every service the tests start in this process, and for the certificates and tokens the
+    tests call them with (tests/trust.py)."""
+    return session_state_dir()
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ from gateway.edge.respond import (
     send_answer,
 )
 from gateway.errors import Problem
-from gateway.policies.auth import TokenVerifier
+from gateway.policies.auth import Authenticator, Revocations, checked, revocation_keys
 from gateway.policies.buckets import Decision, ReadAlong
 from gateway.policies.cache import CacheRequest, ResponseCache, cache_request
 from gateway.policies.ratelimit import RateLimiter
@@ -55,7 +55,8 @@ class EdgeConfig:
     """The pipeline's parts, built by the app factory."""
 
     table: RouteTable
-    verifier: TokenVerifier
+    authenticator: Authenticator
+    revocations: Revocations
     limiter: RateLimiter | None
     cache: ResponseCache | None
     dispatcher: Dispatcher
@@ -98,18 +99,13 @@ class EdgePipeline:
     async def _steps(self, exchange: _Exchange, context: EdgeContext, scope: Scope,
                      receive: Receive) -> None:
         request, route, config = exchange.request, context.route, self.config
-        refusal = config.limits.check(request)
-        if refusal is None and route is not None and route.service is not None:
-            refusal = self._query(route, request, context)
-        if refusal is None and request.head_refusal is None:
-            try:
-                context.principal = config.verifier.authenticate(
-                    request.headers.get(b"authorization"))
-            except Problem as problem:
-                refusal = problem
+        refusal = self._guard(route, request, context)
         cached = self._cache_request(route, request, context) if refusal is None else None
+        cache_keys = cached.read_along if cached else ()
+        revocation = revocation_keys(context.principal) if context.principal else ()
         if self._limited(route, request):
-            decision = await self._rate_limit(route, request, context, cached)
+            decision = await self._rate_limit(route, request, context,
+                                              (*cache_keys, *revocation))
             if decision is None:
                 await self._answer(exchange, _problem(self._limiter_unavailable(), request))
                 return
@@ -118,6 +114,9 @@ class EdgePipeline:
                 await self._answer(exchange, _problem(_refused(decision), request))
                 return
             exchange.reads = decision.reads
+        if refusal is None and context.principal is not None:
+            refusal = await self._revocation(context, exchange.reads, len(cache_keys),
+                                             revocation)
         if refusal is not None:
             await self._answer(exchange, _problem(refusal, request))
             return
@@ -130,14 +129,42 @@ class EdgePipeline:
                 return
         scope.setdefault("state", {})[STATE_KEY] = context
         if cached is not None:
+            reads = exchange.reads.part(0, len(cache_keys)) if exchange.reads else None
             answer = await config.cache.serve(
-                cached, exchange.reads,
-                lambda: self._call(route, context, scope, receive, request))
+                cached, reads, lambda: self._call(route, context, scope, receive, request))
             await self._answer(exchange, answer)
         elif self._direct_route(route, context):
             await self._answer(exchange, await self._direct(route, context))
         else:
             await self._through_fastapi(exchange, scope, receive)
+
+    def _guard(self, route: Route | None, request: EdgeRequest,
+               context: EdgeContext) -> Problem | None:
+        """The guards' refusal, else sign-in's (the principal goes into the context)."""
+        refusal = self.config.limits.check(request)
+        if refusal is None and route is not None and route.service is not None:
+            refusal = self._query(route, request, context)
+        if refusal is None and request.head_refusal is None:
+            try:
+                context.principal = self.config.authenticator.authenticate(
+                    request.headers.get(b"authorization"))
+            except Problem as problem:
+                refusal = problem
+        return refusal
+
+    async def _revocation(self, context: EdgeContext, reads: ReadAlong | None, start: int,
+                          keys: tuple[str, ...]) -> Problem | None:
+        """Whether the caller's token was revoked, from the limiter's read or a read of its
+        own; while Redis is down the principal goes on unverified (no admin rights)."""
+        if reads is not None:
+            values = reads.values[start:start + len(keys)]
+        else:
+            values = await self.config.revocations.values(keys)
+        try:
+            context.principal = checked(context.principal, values)
+        except Problem as problem:
+            return problem
+        return None
 
     def _query(self, route: Route, request: EdgeRequest, context: EdgeContext) -> Problem | None:
         try:
@@ -167,9 +194,9 @@ class EdgePipeline:
             route is None or route.rate is not None or request.head_refusal is not None)
 
     async def _rate_limit(self, route: Route | None, request: EdgeRequest, context: EdgeContext,
-                          cached: CacheRequest | None) -> Decision | None:
-        """The limiter's decision, with the cache's keys read along (None: refused, the
-        limiter failing closed)."""
+                          read_along: tuple[str, ...]) -> Decision | None:
+        """The limiter's decision, with the keys later steps need read along (None: refused,
+        the limiter failing closed)."""
         limiter = self.config.limiter
         trusted_route = route if request.head_refusal is None else None
         name = trusted_route.rate if trusted_route and trusted_route.rate else "default"
@@ -177,7 +204,7 @@ class EdgePipeline:
         subject = context.principal.subject if context.principal is not None else None
         key = limiter.key(policy, peer=request.peer,
                           forwarded_for=request.joined(b"x-forwarded-for"), subject=subject)
-        return await limiter.take(policy, key, cached.read_along if cached else ())
+        return await limiter.take(policy, key, read_along)
 
     def _limiter_unavailable(self) -> Problem:
         seconds = self.config.limiter.retry_interval if self.config.limiter else 1

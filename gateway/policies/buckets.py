@@ -23,6 +23,10 @@ class ReadAlong:
     now: float
     read_at: float
 
+    def part(self, start: int, stop: int) -> ReadAlong:
+        """The values of keys start..stop-1 of the read (each step reads its own keys)."""
+        return ReadAlong(self.values[start:stop], self.now, self.read_at)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -1,4 +1,5 @@
-"""/auth/login: email and password for a bearer token, from the User service."""
+"""/auth/login: email and password for a bearer token, from the User service; /auth/logout ends
+the token it carries."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from portico.user.v1 import user_pb2_grpc as grpc_pb
 
 LOGIN = Route("POST", "/auth/login", "user", grpc_pb.UserServiceStub, "Login",
               pb.LoginRequest, Access.PUBLIC, idempotent=True, rate="login")
-ROUTES = (LOGIN,)
+LOGOUT = Route("POST", "/auth/logout", "user", grpc_pb.UserServiceStub, "Logout",
+               pb.LogoutRequest, Access.SIGNED_IN, idempotent=True, status=204)
+ROUTES = (LOGIN, LOGOUT)
 
 
 class Credentials(BaseModel):
@@ -44,5 +47,10 @@ def router(dispatch: Dispatcher) -> APIRouter:
     async def login(request: Request, body: Annotated[Credentials, Body()]):
         return await dispatch.respond(LOGIN, request, body.model_dump())
 
+    async def logout(request: Request):
+        return await dispatch.respond(LOGOUT, request, {})
+
     add(api, LOGIN, login, response_model=Token, summary="Sign in", extra_errors=(401,))
+    add(api, LOGOUT, logout, summary="Sign out: the token it carries stops working",
+        extra_errors=(401,))
     return api

@@ -46,7 +46,8 @@ class Dispatcher:
         policy = CallPolicy(retry_unavailable=route.idempotent or bool(idempotency_key),
                             read=route.read)
         call = self.upstream.call(route.service, route.stub, route.method, message,
-                                  policy=policy, request_id=context.request_id)
+                                  policy=policy, request_id=context.request_id,
+                                  token=context.principal.token if context.principal else None)
         try:
             answer = await _cancel_on_disconnect(context, call)
         except grpc.aio.AioRpcError as error:

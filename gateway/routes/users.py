@@ -49,7 +49,8 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    """Replaces name and email; the password and role only when given (role: admins only)."""
+    """Replaces name and email; the password and role only when given (role: admins only).
+    Changing your own password or email needs `current_password`."""
 
     model_config = STRICT | {"json_schema_extra": {"examples": [
         {"name": "Jane Doe", "email": "jane@example.com"}]}}
@@ -57,6 +58,8 @@ class UserUpdate(BaseModel):
     email: Email
     password: Password | None = None
     role: Role | None = None
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None \
+        = None
 
 
 class User(BaseModel):

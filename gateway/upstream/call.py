@@ -23,6 +23,7 @@ from gateway import metrics
 from gateway.upstream.pool import Instance, ServicePool
 
 REQUEST_ID_KEY = "x-request-id"
+AUTHORIZATION_KEY = "authorization"
 SERVER_SIDE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                          grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
@@ -75,8 +76,9 @@ class Upstream:
 
     def __init__(self, targets: dict[str, tuple[str, Sequence[str]]], *, breaker: BreakerConfig,
                  timeout: float, max_attempts: int, initial_backoff: float, max_backoff: float,
-                 budget: RetryBudget) -> None:
+                 budget: RetryBudget, credentials: grpc.ChannelCredentials) -> None:
         self._targets = targets
+        self._credentials = credentials
         self._breaker = breaker
         self.pools: dict[str, ServicePool] = {}
         self._timeout = timeout
@@ -86,12 +88,14 @@ class Upstream:
         self._budget = budget
 
     async def call(self, service: str, stub_class: type, method: str, request: Any, *,
-                   policy: CallPolicy, request_id: str) -> Any:
+                   policy: CallPolicy, request_id: str, token: str | None = None) -> Any:
         """Makes the call, retrying where the policy allows; raises grpc.aio.AioRpcError with
-        the last failure, or NoInstanceAvailable when no instance can be tried at all."""
+        the last failure, or NoInstanceAvailable when no instance can be tried at all. `token`,
+        the caller's access token, goes along so the service applies the end user's rights."""
         pool = self.pools[service]
         deadline = time.monotonic() + self._timeout
-        metadata = ((REQUEST_ID_KEY, request_id),)
+        metadata = ((REQUEST_ID_KEY, request_id),) if token is None else \
+            ((REQUEST_ID_KEY, request_id), (AUTHORIZATION_KEY, f"Bearer {token}"))
         tried: list[Instance] = []
         self._budget.deposit()
         try:
@@ -165,7 +169,8 @@ class Upstream:
     def start(self, health_interval: float) -> None:
         for label, (service, addresses) in self._targets.items():
             pool = ServicePool(service, addresses, label=label, fail_max=self._breaker.fail_max,
-                               reset_timeout=self._breaker.reset_timeout)
+                               reset_timeout=self._breaker.reset_timeout,
+                               credentials=self._credentials)
             pool.start_health_checks(health_interval)
             self.pools[label] = pool
 

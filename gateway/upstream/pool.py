@@ -63,11 +63,15 @@ class ServicePool:
     """The instances of one service (by its full gRPC name) and a round-robin over them."""
 
     def __init__(self, service: str, addresses: Sequence[str], *, label: str,
-                 fail_max: int, reset_timeout: float) -> None:
+                 fail_max: int, reset_timeout: float,
+                 credentials: grpc.ChannelCredentials) -> None:
         self.service = service
         self.label = label
         self.instances = [
-            Instance(label, address, grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS),
+            # Mutual TLS: the instance is checked against the CA and its address (an IP or host
+            # name SAN); `credentials` carry the gateway's own certificate.
+            Instance(label, address, grpc.aio.secure_channel(address, credentials,
+                                                             options=_CHANNEL_OPTIONS),
                      InstanceBreaker(service=label, instance=address, fail_max=fail_max,
                                      reset_timeout=reset_timeout))
             for address in addresses

@@ -4,6 +4,10 @@ balances round-robin over the same service instances as Portico, over HTTP/2.
 
 Envoy runs with one worker thread (--concurrency 1), like Portico's one gateway worker, with
 no access log, no authentication, no rate limit and no cache: a transcoder and a router only.
+Its upstream hops are mutual TLS like the gateway's: it shows a certificate of the stack's CA
+(workload identity "envoy", which the services' caller rules give the public RPCs), checks each
+instance's certificate against the CA and its spiffe://portico/<service> identity, and passes
+the client's Authorization header on as metadata, so the services check the end user's token.
 
 Envoy's transcoder refuses `response_body` on anything but google.api.HttpBody (envoyproxy/envoy
 issue 11136), and the protos set it (`response_body: "product"`, so that REST answers are the
@@ -24,12 +28,14 @@ from pathlib import Path
 
 from scripts.bench import procs
 from scripts.devstack.servers import find_free_port
+from services.common.pki import TlsMaterial, spiffe_id, write_issued
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"user": "portico.user.v1.UserService",
             "product": "portico.product.v1.ProductService",
             "order": "portico.order.v1.OrderService"}
 _TYPES = "type.googleapis.com/envoy.extensions"
+IDENTITY = "envoy"
 
 
 def envoy_binary() -> str:
@@ -72,20 +78,37 @@ def _address(host_port: str) -> dict:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _cluster(name: str, addresses: Sequence[str]) -> dict:
+def _cluster(name: str, addresses: Sequence[str], pki: Path) -> dict:
     return {
         "name": name, "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}}}},
+        "transport_socket": _upstream_tls(name, pki),
         "load_assignment": {"cluster_name": name, "endpoints": [
             {"lb_endpoints": [{"endpoint": {"address": _address(a)}} for a in addresses]}]},
     }
 
 
+def _upstream_tls(service: str, pki: Path) -> dict:
+    """mTLS to the instances of `service`: Envoy's certificate, and theirs checked against the
+    CA and the service's workload identity."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": f"{_TYPES}.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [{
+                "certificate_chain": {"filename": str(pki / f"{IDENTITY}.pem")},
+                "private_key": {"filename": str(pki / f"{IDENTITY}-key.pem")}}],
+            "validation_context": {
+                "trusted_ca": {"filename": str(pki / "ca.pem")},
+                "match_typed_subject_alt_names": [{
+                    "san_type": "URI", "matcher": {"exact": spiffe_id(service)}}]}}}}
+
+
 def config(*, port: int, admin_port: int, descriptor: Path,
-           addresses: Mapping[str, Sequence[str]]) -> dict:
+           addresses: Mapping[str, Sequence[str]], pki: Path) -> dict:
     """Envoy's bootstrap: one listener, the transcoder, one cluster per service."""
     # The transcoder rewrites the path to /<package.Service>/<Method>; routes match that.
     routes = [{"match": {"prefix": f"/{SERVICES[name]}/"},
@@ -114,7 +137,7 @@ def config(*, port: int, admin_port: int, descriptor: Path,
                            "filter_chains": [{"filters": [{
                                "name": "envoy.filters.network.http_connection_manager",
                                "typed_config": manager}]}]}],
-            "clusters": [_cluster(name, list(a)) for name, a in addresses.items()],
+            "clusters": [_cluster(name, list(a), pki) for name, a in addresses.items()],
         },
     }
 
@@ -123,13 +146,17 @@ class EnvoyProcess:
     """Envoy started on free ports from `config`, stopped by `stop`."""
 
     def __init__(self, workdir: Path, *, descriptor: Path,
-                 addresses: Mapping[str, Sequence[str]], pinning: procs.Pinning) -> None:
+                 addresses: Mapping[str, Sequence[str]], pinning: procs.Pinning,
+                 tls: TlsMaterial) -> None:
         self.port, admin_port = find_free_port(), find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._admin = f"http://127.0.0.1:{admin_port}"
+        pki = workdir / "envoy-pki"
+        write_issued(pki, IDENTITY, tls)
         path = workdir / "envoy.json"
         path.write_text(json.dumps(config(port=self.port, admin_port=admin_port,
-                                          descriptor=descriptor, addresses=addresses), indent=1))
+                                          descriptor=descriptor, addresses=addresses, pki=pki),
+                                   indent=1))
         command = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--log-level", "warn",
                    "--disable-hot-restart"]
         self.process = procs.spawn(pinning.server(command), log=workdir / "envoy.log")

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scripts.bench import procs, profiling, report
+from scripts.bench.envoy import IDENTITY as ENVOY_IDENTITY
 from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
 from scripts.bench.scenarios import (
     CONNECTIONS,
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
                             log=workdir / "floor.log", cwd=ROOT)
         running.callback(_uninterrupted, lambda: procs.stop(floor))
         envoy = EnvoyProcess(workdir, descriptor=descriptor, addresses=stack.addresses,
-                             pinning=pinning)
+                             pinning=pinning, tls=stack.identity(ENVOY_IDENTITY))
         running.callback(_uninterrupted, envoy.stop)
         _say(f"seeding {args.products} products and {args.users} users ...")
         catalogue = seed(stack, products=args.products, users=args.users)

@@ -24,6 +24,7 @@ from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
 from scripts.devstack.stack import Stack, StackConfig
 from services.common.clients import service_channel
+from services.common.identity import bearer_metadata
 
 ADMIN_EMAIL = "bench-admin@portico.test"
 ADMIN_PASSWORD = "bench-admin-password-1"
@@ -79,8 +80,9 @@ class Catalogue:
 
 
 def seed(stack: Stack, *, products: int, users: int, write_products: int = 10) -> Catalogue:
-    """Creates the products and users straight over gRPC (the fastest way in), then signs the
-    admin and one customer in through the gateway."""
+    """Creates the products and users straight over gRPC (the fastest way in: an internal job
+    with a certificate of its own, acting as the admin), then signs the admin and one customer
+    in through the gateway."""
     product_ids = [f"P{i:04d}" for i in range(products)]
     write_ids = [f"W{i:03d}" for i in range(write_products)]
     user_ids = asyncio.run(_seed(stack, product_ids, write_ids, users))
@@ -102,24 +104,38 @@ def _login(api: httpx.Client, email: str, password: str) -> str:
 
 async def _seed(stack: Stack, product_ids: list[str], write_ids: list[str],
                 users: int) -> list[str]:
-    products = service_channel(stack.addresses["product"], "portico.product.v1.ProductService")
-    people = service_channel(stack.addresses["user"], "portico.user.v1.UserService")
+    job = stack.identity("bench-seed")
+    products = service_channel(stack.addresses["product"], "portico.product.v1.ProductService",
+                               job)
+    people = service_channel(stack.addresses["user"], "portico.user.v1.UserService", job)
     limit = asyncio.Semaphore(16)
+    # Sign-ups hash passwords, and each user instance hashes only so many at once (beyond,
+    # an immediate UNAVAILABLE): a few at a time, and a refused one again after a pause.
+    signups = asyncio.Semaphore(2 * len(stack.addresses["user"]))
     try:
         product_stub = product_pb2_grpc.ProductServiceStub(products)
         user_stub = user_pb2_grpc.UserServiceStub(people)
+        admin = (bearer_metadata((await user_stub.Login(user_pb2.LoginRequest(
+            email=ADMIN_EMAIL, password=ADMIN_PASSWORD), timeout=30)).access_token),)
 
         async def product(pid: str, stock: int) -> None:
             async with limit:
                 await product_stub.CreateProduct(product_pb2.CreateProductRequest(
-                    id=pid, name=f"Product {pid}", price=SEED_PRICE, stock=stock), timeout=30)
+                    id=pid, name=f"Product {pid}", price=SEED_PRICE, stock=stock), timeout=30,
+                    metadata=admin)
 
         async def user(index: int) -> str:
-            async with limit:
-                created = await user_stub.CreateUser(user_pb2.CreateUserRequest(
-                    name=f"Customer {index}", email=_customer_email(index),
-                    password=CUSTOMER_PASSWORD), timeout=60)
-                return created.user.id
+            request = user_pb2.CreateUserRequest(name=f"Customer {index}",
+                                                 email=_customer_email(index),
+                                                 password=CUSTOMER_PASSWORD)
+            async with signups:
+                for pause in (0.1, 0.2, 0.5, 1, 1, 2, 2, 0):
+                    try:
+                        return (await user_stub.CreateUser(request, timeout=60)).user.id
+                    except grpc.aio.AioRpcError as error:
+                        if error.code() != grpc.StatusCode.UNAVAILABLE or not pause:
+                            raise
+                    await asyncio.sleep(pause)
 
         await asyncio.gather(*(product(p, 1_000_000) for p in product_ids),
                              *(product(w, 1_000_000_000) for w in write_ids))

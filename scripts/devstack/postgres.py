@@ -10,20 +10,33 @@ import signal
 import stat
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import errors, sql
 
-from scripts.devstack.servers import LOCALHOST, EmbeddedServer, EmbeddedServerError
+from scripts.devstack.servers import (
+    LOCALHOST,
+    EmbeddedServer,
+    EmbeddedServerError,
+    stored_password,
+)
+
+# Password logins only (SCRAM), over TCP on the loopback only.
+_HBA = """# Written by Portico's development stack.
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class PostgresServer(EmbeddedServer):
     """PostgreSQL from the machine's binaries; cluster in `data_dir/pgdata`, database `portico`.
 
-    The superuser `portico` logs in without a password (trust) over TCP on 127.0.0.1 only; no
-    Unix socket is made, so a system cluster is never in the way. An existing cluster is
-    reused. As root the server runs as the `postgres` account, since PostgreSQL refuses root.
+    The superuser `portico` logs in with a password (scram-sha-256) over TCP on 127.0.0.1 only;
+    the password is made once and kept in `data_dir/password`, and `url` carries it. No Unix
+    socket is made, so a system cluster is never in the way. An existing cluster is reused (one
+    made when logins needed no password is given the password and SCRAM on its next start). As
+    root the server runs as the `postgres` account, since PostgreSQL refuses root.
     `fast=True` turns durability off (fsync, synchronous commit): for throwaway test data.
     """
 
@@ -48,8 +61,17 @@ class PostgresServer(EmbeddedServer):
         self._account = _postgres_account()
 
     @property
+    def password(self) -> str:
+        return stored_password(self.data_dir / "password")
+
+    @property
     def url(self) -> str:
-        return f"postgresql+psycopg://{self.user}@{LOCALHOST}:{self.port}/{self.database}"
+        return (f"postgresql+psycopg://{self.user}:{quote(self.password, safe='')}"
+                f"@{LOCALHOST}:{self.port}/{self.database}")
+
+    @property
+    def _hba_path(self) -> Path:
+        return self.pgdata / "pg_hba.conf"
 
     @property
     def pgdata(self) -> Path:
@@ -63,10 +85,33 @@ class PostgresServer(EmbeddedServer):
                 os.chown(path, self._account.pw_uid, self._account.pw_gid)
         if (self.pgdata / "PG_VERSION").exists():
             return
-        initdb = [str(self._bin_dir / "initdb"), "-D", str(self.pgdata), "-A", "trust"]
-        initdb += ["-U", self.user, "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]
-        if self._run(initdb).wait() != 0:
-            raise self._failure("initdb failed")
+        # initdb reads the password from a file (never the command line), as the account it
+        # runs as; the file goes once the cluster exists.
+        password_file = self.data_dir / ".initdb-password"
+        password_file.write_text(self.password + "\n")
+        password_file.chmod(0o600)
+        if self._account is not None:
+            os.chown(password_file, self._account.pw_uid, self._account.pw_gid)
+        initdb = [str(self._bin_dir / "initdb"), "-D", str(self.pgdata), "-A", "scram-sha-256"]
+        initdb += ["-U", self.user, f"--pwfile={password_file}", "--no-sync", "-E", "UTF8",
+                   "--locale=C.UTF-8"]
+        try:
+            if self._run(initdb).wait() != 0:
+                raise self._failure("initdb failed")
+        finally:
+            password_file.unlink(missing_ok=True)
+        self._write_hba()
+
+    def _write_hba(self) -> None:
+        self._hba_path.write_text(_HBA)
+        if self._account is not None:
+            os.chown(self._hba_path, self._account.pw_uid, self._account.pw_gid)
+
+    def _trusts_anyone(self) -> bool:
+        """A cluster made before passwords were required: its pg_hba.conf says trust."""
+        lines = self._hba_path.read_text().splitlines()
+        return any(line.split()[-1:] == ["trust"] for line in lines
+                   if line.strip() and not line.lstrip().startswith("#"))
 
     def _command(self) -> list[str]:
         settings = {
@@ -95,7 +140,18 @@ class PostgresServer(EmbeddedServer):
             return False
 
     def _on_ready(self) -> None:
+        if self._trusts_anyone():
+            self._require_password()
         create_database(_with_database(self.url, "postgres"), self.database)
+
+    def _require_password(self) -> None:
+        """Gives an old trust cluster the password, then makes it ask for it."""
+        with psycopg.connect(_libpq_url(self.url, "postgres"), autocommit=True) as conn:
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(self.user), sql.Literal(self.password)))
+            self._write_hba()
+            conn.execute("SELECT pg_reload_conf()")
 
 
 def create_database(url: str, name: str) -> str:

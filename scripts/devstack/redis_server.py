@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from scripts.devstack.servers import LOCALHOST, EmbeddedServer, find_executable
+from scripts.devstack.servers import LOCALHOST, EmbeddedServer, find_executable, stored_password
 
 MAX_MEMORY = "256mb"
 
@@ -13,8 +13,11 @@ MAX_MEMORY = "256mb"
 class RedisServer(EmbeddedServer):
     """redis-server with its files in `data_dir`.
 
-    `persistent=True` snapshots to `dump.rdb` (every minute after a write, and on stop) so data
-    outlives a restart, for `portico up`; otherwise nothing is ever written to disk.
+    Clients must authenticate: the password is made once and kept in `data_dir/password`, given
+    to the server in a config file of mode 0600 (not on its command line, which `ps` shows), and
+    carried by `url`. `persistent=True` snapshots to `dump.rdb` (every minute after a write, and
+    on stop) so data outlives a restart, for `portico up`; otherwise nothing is ever written to
+    disk.
     """
 
     name = "redis"
@@ -32,13 +35,26 @@ class RedisServer(EmbeddedServer):
         self._executable = find_executable("redis-server", "install the redis-server package")
 
     @property
+    def password(self) -> str:
+        return stored_password(self.data_dir / "password")
+
+    @property
     def url(self) -> str:
-        return f"redis://{LOCALHOST}:{self.port}/0"
+        return f"redis://:{self.password}@{LOCALHOST}:{self.port}/0"
+
+    @property
+    def _config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def _prepare(self) -> None:
+        self._config_path.touch(mode=0o600)
+        self._config_path.chmod(0o600)
+        self._config_path.write_text(f"requirepass {self.password}\n")
 
     def _command(self) -> list[str]:
         snapshots = ["--save", "60", "1"] if self.persistent else ["--save", ""]
         return [
-            self._executable,
+            self._executable, str(self._config_path),
             *("--port", str(self.port), "--bind", LOCALHOST, "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--appendonly", "no", *snapshots),
             # Bounded whatever clients do: past it, keys with a TTL go first (cache entries,
@@ -47,10 +63,17 @@ class RedisServer(EmbeddedServer):
         ]
 
     def _accepts_connections(self) -> bool:
-        # A raw PING, so the "-LOADING" reply Redis gives while it reads a snapshot means wait.
+        # Raw AUTH and PING, so the "-LOADING" reply Redis gives while it reads a snapshot
+        # means wait.
         try:
             with socket.create_connection((LOCALHOST, self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                answer = b""
+                while answer.count(b"\r\n") < 2:
+                    chunk = sock.recv(256)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer.split(b"\r\n")[1:2] == [b"+PONG"]
         except OSError:
             return False

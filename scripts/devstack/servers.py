@@ -11,11 +11,13 @@ from __future__ import annotations
 import abc
 import atexit
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +200,24 @@ class EmbeddedServer(abc.ABC):
             f"{self.name} on {LOCALHOST}:{self.port} {reason}; last lines of {self.log_path}:\n"
             f"{tail}"
         )
+
+
+def stored_password(path: Path) -> str:
+    """The password kept in `path` (mode 0600), made once: two processes asking at once get
+    the same one (link() never replaces, so the first file written wins)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".password-")  # 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(24) + "\n")
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
 
 
 def find_executable(name: str, hint: str) -> str:

@@ -2,8 +2,11 @@
 
 Databases come from PORTICO_DATABASE_URL / PORTICO_REDIS_URL / PORTICO_MONGODB_URI when set;
 otherwise private PostgreSQL, Redis and SecantusDB servers run with their data under the state
-directory (.portico/), so the next `portico up` finds the same data. Then the schemas are
-migrated, N instances of each service start, then the gateway; `Stack.start` returns once
+directory (.portico/), so the next `portico up` finds the same data; PostgreSQL and Redis ask for
+a password made once there. The development CA is made there too (state/pki/), unless the
+PORTICO_MTLS_* settings name the operator's files: every internal hop is mutual TLS. Then the
+schemas are migrated, N instances of each service start, then the gateway; `Stack.start` returns
+once
 /readyz answers 200. `Stack.stop` (Ctrl-C or SIGTERM in `portico up`) stops the gateway first,
 then the services (each drains its calls), then the databases, and leaves no child behind.
 The end-to-end tests run the same Stack on free ports.
@@ -25,10 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from scripts.devstack.access import stack_tls, summary, write_env_file
 from scripts.devstack.postgres import PostgresServer
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
 from scripts.devstack.servers import EmbeddedServer, find_free_port
+from services.common import pki
+from services.common.mtls import channel_credentials
 
 SERVICES = ("user", "product", "order")
 DEFAULT_BASE_PORTS = {"user": 50051, "product": 50061, "order": 50071}
@@ -71,12 +77,16 @@ class Stack:
         self.children: dict[str, Child] = {}
         self.addresses: dict[str, list[str]] = {}
         self.gateway_url = ""
+        self.env: dict[str, str] = {}
+        self.tls: pki.TlsMaterial | None = None   # the stack's own, for its health checks
 
     # -- start --------------------------------------------------------------------------
     def start(self, *, timeout: float = 120.0) -> Stack:
         try:
             urls = self._databases()
-            env = self._environment(urls)
+            self.env = env = self._environment(urls)
+            self.tls = self.identity("devstack")
+            write_env_file(env)
             self._migrate(env)
             for name in SERVICES:
                 for index, address in enumerate(self.addresses[name]):
@@ -152,7 +162,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         for name, addresses in self.addresses.items():
             for address in addresses:
-                with grpc.insecure_channel(address) as channel:
+                credentials = channel_credentials(self.tls)
+                with grpc.secure_channel(address, credentials) as channel:
                     stub = health_pb2_grpc.HealthStub(channel)
                     while True:
                         self._check_alive()
@@ -180,6 +191,10 @@ class Stack:
                 raise RuntimeError(f"{child.name} exited with code {child.process.returncode}"
                                    + (f"; see {self.config.log_dir}/{child.name}.log"
                                       if self.config.log_dir else ""))
+
+    def identity(self, name: str) -> pki.TlsMaterial:
+        """A certificate of workload `name` for a program that calls the stack's services."""
+        return stack_tls(self.env, name)
 
     # -- running ------------------------------------------------------------------------
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -268,7 +283,7 @@ def run_stack(*, port: int, instances: int, host: str, base_port: int | None = N
     signal.signal(signal.SIGINT, request_stop)
     print("portico: starting the stack ...", flush=True)
     stack.start()
-    print(_summary(stack), flush=True)
+    print(summary(stack), flush=True)
     try:
         while not stopping:
             for name in stack.exited():
@@ -280,13 +295,3 @@ def run_stack(*, port: int, instances: int, host: str, base_port: int | None = N
         stack.stop()
         print("portico: stopped", flush=True)
     return 0
-
-
-def _summary(stack: Stack) -> str:
-    lines = [f"portico: ready. gateway {stack.gateway_url}  (docs {stack.gateway_url}/docs)"]
-    for name, addresses in stack.addresses.items():
-        lines.append(f"  {name:8} gRPC {', '.join(addresses)}")
-    for server in stack.databases:
-        lines.append(f"  {type(server).__name__:15} {server.url}")
-    lines.append("Ctrl-C stops everything.")
-    return "\n".join(lines)

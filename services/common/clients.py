@@ -1,5 +1,6 @@
-"""Channels from one service to another: grpc's own round_robin over every instance, retries of
-UNAVAILABLE by a service-config retryPolicy, and the caller's deadline and request id passed on."""
+"""Channels from one service to another: mutual TLS with this process's certificate, grpc's own
+round_robin over every instance, retries of UNAVAILABLE by a service-config retryPolicy, and the
+caller's deadline, request id and access token passed on."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from collections.abc import Sequence
 
 import grpc
 
+from services.common.admission import current_caller
+from services.common.identity import bearer_metadata
 from services.common.interceptors import REQUEST_ID_KEY
 from services.common.logs import request_id_var
+from services.common.mtls import channel_credentials
+from services.common.pki import TlsMaterial
 
 
 def service_config(service: str, *, max_attempts: int = 4) -> str:
@@ -42,21 +47,40 @@ def ipv4_target(addresses: Sequence[str]) -> str:
     return "ipv4:" + ",".join(addresses)
 
 
-def service_channel(addresses: Sequence[str], service: str) -> grpc.aio.Channel:
+def common_host(addresses: Sequence[str]) -> str:
+    """The host every instance is on: the name their certificates are checked against (one
+    channel checks every instance against one name)."""
+    hosts = {address.rpartition(":")[0] for address in addresses}
+    if len(hosts) != 1:
+        raise ValueError(f"instances {', '.join(addresses)} are on several hosts: one channel "
+                         "checks every instance's certificate against one host name")
+    return hosts.pop()
+
+
+def service_channel(addresses: Sequence[str], service: str, tls: TlsMaterial
+                    ) -> grpc.aio.Channel:
     """One channel balancing over all instances of `service` (a full name such as
-    portico.user.v1.UserService)."""
-    return grpc.aio.insecure_channel(ipv4_target(addresses), options=[
+    portico.user.v1.UserService), showing the certificate of `tls`."""
+    return grpc.aio.secure_channel(ipv4_target(addresses), channel_credentials(tls), options=[
         ("grpc.service_config", service_config(service)),
         ("grpc.enable_retries", 1),
+        # An ipv4: target of several addresses has no host of its own to check.
+        ("grpc.ssl_target_name_override", common_host(addresses)),
     ])
 
 
 def outgoing(context: grpc.aio.ServicerContext | None, default_timeout: float) -> dict:
     """Keyword arguments for a stub call made while serving `context`: the caller's remaining
-    deadline (or the default when it gave none) and its request id."""
+    deadline (or the default when it gave none), its request id and its access token, so the
+    service called applies the end user's rights. Without `context` (a compensating call that
+    must happen whoever asked, even after their token was revoked) no token goes along."""
     timeout = default_timeout
+    metadata = [(REQUEST_ID_KEY, request_id_var.get())]
     if context is not None:
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(remaining, 0.0))
-    return {"timeout": timeout, "metadata": ((REQUEST_ID_KEY, request_id_var.get()),)}
+        token = current_caller().token
+        if token is not None:
+            metadata.append(bearer_metadata(token))
+    return {"timeout": timeout, "metadata": tuple(metadata)}

@@ -29,6 +29,7 @@ class ServiceError(Exception):
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[tuple[str, str]] = (),
         resource: tuple[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -36,6 +37,7 @@ class ServiceError(Exception):
         self.metadata = dict(metadata or {})
         self.violations = list(violations)
         self.resource = resource
+        self.retry_after = retry_after
 
     def to_status(self) -> status_pb2.Status:
         """The google.rpc.Status of this error, details packed as Any."""
@@ -52,6 +54,10 @@ class ServiceError(Exception):
             kind, name = self.resource
             details.append(_pack(error_details_pb2.ResourceInfo(
                 resource_type=kind, resource_name=name)))
+        if self.retry_after is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromMilliseconds(max(0, round(self.retry_after * 1000)))
+            details.append(_pack(retry))
         return status_pb2.Status(code=_CODES[self.code], message=self.message, details=details)
 
 
@@ -85,6 +91,10 @@ class PermissionDenied(ServiceError):
 
 class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Violations:

@@ -1,4 +1,5 @@
-"""gRPC server bootstrap: health, reflection, the interceptor, and a graceful stop."""
+"""gRPC server bootstrap: TLS with client certificates, health, reflection, the interceptor,
+and a graceful stop."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.admission import Admission
 from services.common.interceptors import RequestContextInterceptor
+from services.common.mtls import server_credentials
+from services.common.pki import TlsMaterial
 
 log = logging.getLogger("portico.server")
 
@@ -49,10 +53,14 @@ class RunningServer:
 
 
 async def create_server(
-    registrations: Sequence[Registration], *, host: str = "127.0.0.1", port: int = 0
+    registrations: Sequence[Registration], *, tls: TlsMaterial, admission: Admission,
+    host: str = "127.0.0.1", port: int = 0,
 ) -> RunningServer:
-    """Starts a grpc.aio server for the given servicers; port 0 binds a free port."""
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor()], options=_OPTIONS)
+    """Starts a grpc.aio server for the given servicers; port 0 binds a free port. It speaks
+    TLS only and requires a client certificate of the CA in `tls`: no port answers plaintext.
+    `admission` decides, per call, who may call what."""
+    server = grpc.aio.server(interceptors=[RequestContextInterceptor(admission)],
+                             options=_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []
@@ -64,7 +72,7 @@ async def create_server(
          reflection.SERVICE_NAME),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
     if bound == 0:
         raise OSError(f"cannot bind {host}:{port}")
     await server.start()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AddressList = Annotated[list[str], NoDecode]
@@ -41,6 +42,21 @@ class ServiceSettings(BaseSettings):
     admin_email: str | None = None
     admin_password: str | None = None
 
+    # Mutual TLS on every internal hop: the operator's CA bundle, this process's certificate
+    # (with its spiffe://portico/<identity> URI SAN) and key; all three, or none for the
+    # development PKI under state_dir/pki.
+    mtls_ca_file: Path | None = None
+    mtls_cert_file: Path | None = None
+    mtls_key_file: Path | None = None
+    # Bound on each Redis call made per request (revocation checks): slower counts as down.
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=10)
+
+    # Abuse limits of the user service: argon2id hashes at once per instance (beyond: an
+    # immediate UNAVAILABLE), and the login back-off per account after repeated failures.
+    max_concurrent_hashes: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    login_failures_before_backoff: int = Field(5, ge=1)
+    login_backoff_max_seconds: float = Field(900.0, gt=0)
+
     payment_processor: str = "simulated"
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     # An order still pending after this long is taken to be abandoned by a crashed instance.
@@ -53,6 +69,13 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     _split = field_validator("user_addrs", "product_addrs", mode="before")(split_addresses)
+
+    @model_validator(mode="after")
+    def _mtls_files(self) -> ServiceSettings:
+        given = [self.mtls_ca_file, self.mtls_cert_file, self.mtls_key_file]
+        if any(given) and not all(given):
+            raise ValueError("mtls_ca_file, mtls_cert_file and mtls_key_file go together")
+        return self
 
 
 @functools.lru_cache

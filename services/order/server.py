@@ -11,8 +11,11 @@ from portico.product.v1 import product_pb2_grpc
 from portico.user.v1 import user_pb2_grpc
 from services.common.clients import service_channel
 from services.common.db import async_engine, upgrade
+from services.common.pki import TlsMaterial, material
 from services.common.server import RunningServer, create_server
 from services.common.settings import ServiceSettings
+from services.common.trust import build_trust
+from services.order import access
 from services.order.lifecycle import OrderLifecycle
 from services.order.payments import ProcessorDeps, payment_processor
 from services.order.placement import OrderPlacement
@@ -37,14 +40,17 @@ class OrderComponents:
     close: Callable[[], Awaitable[None]]
 
 
-def build(settings: ServiceSettings) -> OrderComponents:
-    """Everything an instance needs; ValueError names a missing or bad setting."""
+def build(settings: ServiceSettings, tls: TlsMaterial | None = None) -> OrderComponents:
+    """Everything an instance needs; ValueError names a missing or bad setting. Its calls to
+    the user and product services show `tls`'s certificate (default: one of the order
+    identity)."""
     if not settings.database_url:
         raise ValueError("the order service needs PORTICO_DATABASE_URL")
     if not settings.user_addrs or not settings.product_addrs:
         raise ValueError("the order service needs PORTICO_USER_ADDRS and PORTICO_PRODUCT_ADDRS")
-    user_channel = service_channel(settings.user_addrs, USER_SERVICE)
-    product_channel = service_channel(settings.product_addrs, PRODUCT_SERVICE)
+    tls = tls or material(settings, "order")
+    user_channel = service_channel(settings.user_addrs, USER_SERVICE, tls)
+    product_channel = service_channel(settings.product_addrs, PRODUCT_SERVICE, tls)
     engine = async_engine(settings.database_url)
     timeout = settings.upstream_timeout_seconds
     store = OrderStore(engine)
@@ -76,21 +82,24 @@ def build(settings: ServiceSettings) -> OrderComponents:
 async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
                 port: int = 0) -> tuple[RunningServer, Callable[[], Awaitable[None]]]:
     """Serves OrderService on host:port (0: any free port) and starts the reconciler."""
-    parts = build(settings)
+    trust = build_trust(settings, "order", {access.SERVICE: access.CALLERS}, host=host)
+    parts = build(settings, trust.tls)
     servicer = OrderServicer(store=parts.store, placement=parts.placement,
                              lifecycle=parts.lifecycle)
     try:
         running = await create_server(
             [(order_pb2_grpc.add_OrderServiceServicer_to_server, servicer, SERVICE_NAME)],
-            host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port)
     except BaseException:
         await parts.close()
+        await trust.close()
         raise
     parts.reconciler.start()
 
     async def cleanup() -> None:
         await parts.reconciler.stop()
         await parts.close()
+        await trust.close()
 
     return running, cleanup
 

@@ -7,7 +7,7 @@ from google.protobuf import timestamp_pb2
 
 from portico.order.v1 import order_pb2, order_pb2_grpc
 from services.common.errors import NotFound
-from services.order import validation
+from services.order import access, validation
 from services.order.lifecycle import OrderLifecycle
 from services.order.models import Order, money
 from services.order.placement import OrderPlacement
@@ -28,8 +28,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def ListOrders(self, request, context):
         page = validation.page_request(page_size=request.page_size,
                                        page_token=request.page_token, customer=request.customer)
+        customer = access.scope(page.customer)
         found, more = await self._store.page(size=page.size, after=page.after,
-                                             customer=page.customer)
+                                             customer=customer)
         token = ""
         if more:
             token = validation.encode_page_token(found[-1].created_at, found[-1].id)
@@ -38,14 +39,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request, context):
         validation.order_ref(request.id, request.customer)
-        order = await self._store.get(request.id, customer=request.customer)
+        order = await self._store.get(request.id, customer=access.scope(request.customer))
         if order is None:
             raise NotFound(f"order {request.id} not found", resource=("order", request.id))
         return order_pb2.GetOrderResponse(order=order_message(order))
 
     async def CreateOrder(self, request, context):
         new = validation.new_order(
-            customer=request.customer,
+            customer=access.new_order_customer(request.customer),
             items=[(item.product_id, item.quantity) for item in request.items],
             token=request.payment.token,
             shipping_address=request.shipping_address,
@@ -62,13 +63,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             status=_optional(request, "status"),
         )
         validation.order_change(request.id, request.customer, change)
-        order = await self._lifecycle.update(request.id, customer=request.customer,
-                                             change=change)
+        customer = access.scope(request.customer)
+        access.check_status_change(change.status)
+        order = await self._lifecycle.update(request.id, customer=customer, change=change)
         return order_pb2.UpdateOrderResponse(order=order_message(order))
 
     async def DeleteOrder(self, request, context):
         validation.order_ref(request.id, request.customer)
-        await self._lifecycle.delete(request.id, customer=request.customer)
+        await self._lifecycle.delete(request.id, customer=access.scope(request.customer))
         return order_pb2.DeleteOrderResponse()
 
 

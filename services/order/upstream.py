@@ -22,7 +22,9 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ServiceError,
+    Unauthenticated,
     Unavailable,
     details_of,
 )
@@ -35,6 +37,9 @@ _PASSED_ON = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    # The end user's token travels on: its refusal (revoked meanwhile, say) is the caller's.
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.CANCELLED)

@@ -8,6 +8,8 @@ from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.invalidation import CacheSignals
 from services.common.server import RunningServer, create_server
 from services.common.settings import ServiceSettings
+from services.common.trust import build_trust
+from services.product import access
 from services.product import store as product_store
 from services.product.servicer import ProductServicer
 
@@ -27,23 +29,24 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
     """Serves ProductService on host:port (0: any free port); returns the server and the
     cleanup that closes the MongoDB client and the Redis connection after the server stops."""
     uri, database = _mongo(settings)
+    trust = build_trust(settings, "product", {access.SERVICE: access.CALLERS}, host=host)
     store = product_store.ProductStore.connect(uri, database)
     signals = CacheSignals(settings.redis_url)
+
+    async def cleanup() -> None:
+        await signals.close()
+        await trust.close()
+        await store.close()
+
     try:
         await store.create_indexes()
         running = await create_server(
             [(product_pb2_grpc.add_ProductServiceServicer_to_server,
               ProductServicer(store, signals), SERVICE_NAME)],
-            host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port)
     except BaseException:
-        await signals.close()
-        await store.close()
+        await cleanup()
         raise
-
-    async def cleanup() -> None:
-        await signals.close()
-        await store.close()
-
     return running, cleanup
 
 

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.product import validation
+from services.product.access import require_admin
 from services.product.models import Product, ReservedLine, encode_page_token, format_price
 from services.product.store import ProductStore
 
@@ -48,7 +49,9 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     async def CreateProduct(self, request: product_pb2.CreateProductRequest,
                             context: grpc.aio.ServicerContext
                             ) -> product_pb2.CreateProductResponse:
-        product = await self._store.create(validation.new_product(request))
+        new = validation.new_product(request)
+        require_admin()
+        product = await self._store.create(new)
         await self._signals.changed(KIND, product.id)
         return product_pb2.CreateProductResponse(product=_product(product))
 
@@ -56,6 +59,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
                             context: grpc.aio.ServicerContext
                             ) -> product_pb2.UpdateProductResponse:
         changes = validation.product_changes(request)
+        require_admin()
         product = await self._store.update(request.id, changes)
         await self._signals.changed(KIND, product.id)
         return product_pb2.UpdateProductResponse(product=_product(product))
@@ -64,6 +68,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
                             context: grpc.aio.ServicerContext
                             ) -> product_pb2.DeleteProductResponse:
         product_id = validation.product_id(request.id)
+        require_admin()
         await self._store.delete(product_id)
         await self._signals.changed(KIND, product_id)
         return product_pb2.DeleteProductResponse()

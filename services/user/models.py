@@ -32,6 +32,10 @@ class UserRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Tokens of this user issued at or before this moment are revoked (deletion, role or
+    # password change); Redis holds the same moment for every service to read per call.
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                nullable=True)
 
     __table_args__ = (
         CheckConstraint("role IN ('customer', 'admin')", name="users_role_check"),

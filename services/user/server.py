@@ -1,4 +1,5 @@
-"""Start-up of the User service: `start` serves it, `migrate` brings its schema up to date."""
+"""Start-up of the User service: `start` serves it, `migrate` brings its schema up to date and
+makes the first admin, `create_admin` makes one on purpose."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from portico.user.v1 import user_pb2_grpc
 from services.common.db import async_engine, upgrade
 from services.common.server import RunningServer, create_server
 from services.common.settings import ServiceSettings
-from services.user import validation
+from services.common.trust import build_trust
+from services.user import access, validation
 from services.user.passwords import Passwords
+from services.user.revoker import Revoker
 from services.user.servicer import SERVICE_NAME, UserServicer
-from services.user.store import UserStore
+from services.user.store import FirstAdmin, UserRecord, UserStore
+from services.user.throttle import LoginThrottle
 from services.user.tokens import TokenIssuer, load_or_create_keys
 
 log = logging.getLogger("portico.user")
@@ -38,33 +42,38 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
     private_pem, _ = load_or_create_keys(settings)
     tokens = TokenIssuer(private_pem, issuer=settings.jwt_issuer,
                          ttl_seconds=settings.jwt_ttl_seconds)
-    passwords = Passwords()
+    trust = build_trust(settings, "user", {access.SERVICE: access.CALLERS}, host=host)
+    passwords = Passwords(max_concurrent=settings.max_concurrent_hashes)
     await passwords.prepare()
     engine = async_engine(url)
-    servicer = UserServicer(UserStore(engine), tokens, passwords=passwords)
+    revoker = Revoker(trust.redis, token_ttl=settings.jwt_ttl_seconds)
+    throttle = LoginThrottle(trust.redis, free_failures=settings.login_failures_before_backoff,
+                             max_seconds=settings.login_backoff_max_seconds)
+    servicer = UserServicer(UserStore(engine), tokens, passwords=passwords, revoker=revoker,
+                            throttle=throttle)
+
+    async def cleanup() -> None:
+        await revoker.close()
+        await trust.close()
+        await engine.dispose()
+
     try:
         running = await create_server(
             [(user_pb2_grpc.add_UserServiceServicer_to_server, servicer, SERVICE_NAME)],
-            host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port)
     except BaseException:
-        await engine.dispose()
+        await cleanup()
         raise
-
-    async def cleanup() -> None:
-        await engine.dispose()
-
     return running, cleanup
 
 
 def migrate(settings: ServiceSettings) -> None:
     """Runs the users migrations (alembic upgrade head), makes sure the JWT key pair exists (so
-    a gateway started next finds the public key), then ensures the first admin when
-    settings.admin_email and admin_password are both set:
-
-    - no live user has that email (in any case): an admin is created with that password;
-    - one does: it is made admin if it is not already, and its password is left as it is. The
-      setting is a bootstrap secret, not the source of truth: a password changed since (through
-      UpdateUser) must survive every restart, so it is never overwritten silently.
+    a gateway started next finds the public key), then, when settings.admin_email and
+    admin_password are both set, creates the first admin with them, but only while no admin
+    exists. An account that already has that email is never made admin (its owner would get
+    rights nobody gave them): an ERROR is logged instead, and `portico create-admin` makes an
+    admin on purpose.
 
     It is synchronous (as `portico migrate` wants); called where an event loop is running, it
     blocks that loop until done, which suits start-up and tests.
@@ -73,7 +82,29 @@ def migrate(settings: ServiceSettings) -> None:
     upgrade(url, MIGRATIONS)
     load_or_create_keys(settings)
     if settings.admin_email and settings.admin_password:
-        _run_to_completion(_ensure_admin(url, settings.admin_email, settings.admin_password))
+        _run_to_completion(_first_admin(url, settings.admin_email, settings.admin_password))
+
+
+def create_admin(settings: ServiceSettings, *, email: str, password: str,
+                 name: str | None = None) -> UserRecord:
+    """Makes a new admin account (`portico create-admin`); AlreadyExists when a live user has
+    the email (an existing account is promoted by an admin's UpdateUser, not here)."""
+    url = _require_database(settings)
+    _check_admin(email, password, names=("email", "password"))
+    created: list[UserRecord] = []
+
+    async def run() -> None:
+        engine = async_engine(url, pool_size=1)
+        try:
+            created.append(await UserStore(engine).create(
+                name=name or email.partition("@")[0] or "admin", email=email,
+                password_hash=await Passwords().hash(password), role="admin"))
+        finally:
+            await engine.dispose()
+
+    _run_to_completion(run())
+    log.info("admin created", extra={"user_id": created[0].id})
+    return created[0]
 
 
 def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -87,19 +118,27 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, None]) -> None:
         pool.submit(asyncio.run, coroutine).result()
 
 
-async def _ensure_admin(url: str, email: str, password: str) -> None:
-    problems = {field: problem for field, problem in (
-        ("admin_email", validation.email_problem(email)),
-        ("admin_password", validation.password_problem(password))) if problem}
+def _check_admin(email: str, password: str, *, names: tuple[str, str]) -> None:
+    """ValueError naming (as `names` call them) the email and password that are not fit."""
+    problems = [(name, problem) for name, problem in zip(names, (
+        validation.email_problem(email), validation.password_problem(password))) if problem]
     if problems:
-        raise ValueError("invalid first admin: " + "; ".join(
-            f"PORTICO_{field.upper()}: {problem}" for field, problem in problems.items()))
+        raise ValueError("invalid admin: " + "; ".join(f"{n}: {p}" for n, p in problems))
+
+
+async def _first_admin(url: str, email: str, password: str) -> None:
+    _check_admin(email, password, names=("PORTICO_ADMIN_EMAIL", "PORTICO_ADMIN_PASSWORD"))
     engine = async_engine(url, pool_size=1)
     try:
-        store = UserStore(engine)
-        user, created = await store.ensure_admin(
+        outcome, user = await UserStore(engine).create_first_admin(
             email=email, password_hash=await Passwords().hash(password))
     finally:
         await engine.dispose()
-    log.info("admin created" if created else "admin ensured (existing password kept)",
-             extra={"user_id": user.id})
+    if outcome is FirstAdmin.CREATED:
+        log.info("first admin created", extra={"user_id": user.id})
+    elif outcome is FirstAdmin.EMAIL_TAKEN:
+        log.error("no first admin made: PORTICO_ADMIN_EMAIL belongs to an existing account, "
+                  "which is not made admin; use `portico create-admin --email OTHER` or have "
+                  "an admin change that account's role")
+    else:
+        log.info("an admin exists: PORTICO_ADMIN_EMAIL and PASSWORD are not used")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from psycopg.errors import UniqueViolation
-from sqlalchemy import func, insert, literal_column, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import exists, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,11 +39,27 @@ class Credentials:
     password_hash: str
 
 
+@dataclass(frozen=True)
+class TokenState:
+    """What decides whether a user's token still holds, from the database alone: the user is
+    live, and the moment its tokens stopped being valid (None: never)."""
+
+    live: bool
+    valid_after: float | None
+
+
+class FirstAdmin(enum.Enum):
+    """What making the first admin did."""
+
+    CREATED = "created"
+    ADMIN_EXISTS = "an admin exists"
+    EMAIL_TAKEN = "the email belongs to an existing account"
+
+
 _PUBLIC = (UserRow.id, UserRow.name, UserRow.email, UserRow.role,
            UserRow.created_at, UserRow.updated_at)
 _LIVE = UserRow.deleted_at.is_(None)
-# In RETURNING of an upsert, xmax = 0 only for a row this statement inserted.
-_INSERTED = literal_column("(users.xmax = 0)").label("inserted")
+_FIRST_ADMIN_LOCK = 0x706F7274_61646D6E  # "portadmn": one first-admin decision at a time
 
 
 class UserStore:
@@ -68,19 +84,62 @@ class UserStore:
         return _record(row)
 
     async def update(self, user_id: str, *, name: str, email: str,
-                     password_hash: str | None = None, role: str | None = None) -> UserRecord:
-        """Replaces name and email, and the hash or role when given; NotFound, AlreadyExists."""
+                     password_hash: str | None = None,
+                     role: str | None = None) -> tuple[UserRecord, str]:
+        """Replaces name and email, and the hash or role when given; NotFound, AlreadyExists.
+        Returns the user as updated and the role it had before (read under the row lock)."""
         values: dict[str, object] = {"name": name, "email": email, "updated_at": func.now()}
         if password_hash is not None:
             values["password_hash"] = password_hash
         if role is not None:
             values["role"] = role
-        statement = (update(UserRow).where(UserRow.id == user_id, _LIVE)
-                     .values(**values).returning(*_PUBLIC))
+        old = (select(UserRow.id, UserRow.role.label("old_role"))
+               .where(UserRow.id == user_id, _LIVE).with_for_update().cte("old"))
+        statement = (update(UserRow).where(UserRow.id == old.c.id)
+                     .values(**values).returning(*_PUBLIC, old.c.old_role))
         row = await self._write_one(statement, email=email)
         if row is None:
             raise _not_found(user_id)
-        return _record(row)
+        return _record(row), row.old_role
+
+    async def end_tokens(self, user_id: str, at: float) -> None:
+        """Records that the user's tokens issued at or before `at` are revoked (deleted users
+        included; the moment only ever moves forward)."""
+        moment = datetime.fromtimestamp(at, UTC)
+        statement = (update(UserRow).where(UserRow.id == user_id).values(
+            tokens_valid_after=func.greatest(
+                func.coalesce(UserRow.tokens_valid_after, moment), moment)))
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def token_state(self, user_id: str) -> TokenState:
+        """Whether the user is live, and since when its tokens are valid."""
+        statement = select(UserRow.deleted_at, UserRow.tokens_valid_after).where(
+            UserRow.id == user_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            return TokenState(False, None)
+        after = row.tokens_valid_after.timestamp() if row.tokens_valid_after else None
+        return TokenState(row.deleted_at is None, after)
+
+    async def email_taken(self, email: str, *, other_than: str | None = None) -> bool:
+        """Whether a live user (other than `other_than`) has this email in any case: checked
+        before a password is hashed, so a duplicate sign-up costs no hash."""
+        condition = [func.lower(UserRow.email) == func.lower(email), _LIVE]
+        if other_than is not None:
+            condition.append(UserRow.id != other_than)
+        async with self._engine.connect() as conn:
+            return bool((await conn.execute(select(exists().where(*condition)))).scalar())
+
+    async def credentials_of(self, user_id: str) -> Credentials:
+        """The live user with its hash (to check a current password); NotFound otherwise."""
+        statement = select(*_PUBLIC, UserRow.password_hash).where(UserRow.id == user_id, _LIVE)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            raise _not_found(user_id)
+        return Credentials(_record(row), row.password_hash)
 
     async def delete(self, user_id: str) -> None:
         """Soft-deletes a live user; NotFound when there is none (already deleted included)."""
@@ -131,29 +190,24 @@ class UserStore:
             result = await conn.execute(statement)
         return result.rowcount == 1
 
-    async def ensure_admin(self, *, email: str, password_hash: str) -> tuple[UserRecord, bool]:
-        """Makes sure a live admin with this email exists, in one statement that is safe when two
-        processes run it at once. A new admin gets `password_hash`; an existing user with the
-        email is made admin and keeps its password. Returns the user and whether it was created.
-        """
-        statement = pg_insert(UserRow).values(
-            id=uuid.uuid4().hex, name=email.partition("@")[0] or "admin", email=email,
-            password_hash=password_hash, role="admin",
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[func.lower(UserRow.email)],
-            index_where=_LIVE,
-            set_={"role": "admin", "updated_at": func.now()},
-            where=UserRow.role != "admin",
-        ).returning(*_PUBLIC, _INSERTED)
+    async def create_first_admin(self, *, email: str, password_hash: str
+                                 ) -> tuple[FirstAdmin, UserRecord | None]:
+        """Creates an admin with this email only when no live admin exists and no live user
+        has the email; an existing account is never promoted. Under an advisory lock, so of
+        several processes starting at once exactly one decides."""
         async with self._engine.begin() as conn:
-            row = (await conn.execute(statement)).first()
-        if row is None:  # already an admin: the conditional DO UPDATE touched nothing
-            found = await self.find_credentials(email)
-            if found is None:
-                raise RuntimeError("admin vanished while being ensured")
-            return found.user, False
-        return _record(row), bool(row.inserted)
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": _FIRST_ADMIN_LOCK})
+            if (await conn.execute(select(exists().where(UserRow.role == "admin", _LIVE)))
+                    ).scalar():
+                return FirstAdmin.ADMIN_EXISTS, None
+            taken = exists().where(func.lower(UserRow.email) == func.lower(email), _LIVE)
+            if (await conn.execute(select(taken))).scalar():
+                return FirstAdmin.EMAIL_TAKEN, None
+            row = (await conn.execute(insert(UserRow).values(
+                id=uuid.uuid4().hex, name=email.partition("@")[0] or "admin", email=email,
+                password_hash=password_hash, role="admin").returning(*_PUBLIC))).first()
+        return FirstAdmin.CREATED, _record(row)
 
     async def _write_one(self, statement, *, email: str):
         try:
@@ -161,10 +215,14 @@ class UserStore:
                 return (await conn.execute(statement)).first()
         except IntegrityError as error:
             if _is_email_conflict(error):
-                raise AlreadyExists("a user with this email already exists",
-                                    reason="EMAIL_TAKEN",
-                                    resource=(RESOURCE, email)) from None
+                raise email_taken_error(email) from None
             raise
+
+
+def email_taken_error(email: str) -> AlreadyExists:
+    """What a sign-up or an email change to a live user's email answers."""
+    return AlreadyExists("a user with this email already exists", reason="EMAIL_TAKEN",
+                         resource=(RESOURCE, email))
 
 
 def _is_email_conflict(error: IntegrityError) -> bool:

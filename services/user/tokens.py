@@ -1,91 +1,31 @@
-"""Access tokens: JWTs signed with Ed25519 (EdDSA), so whoever verifies needs the public key only.
-
-Key files, when PORTICO_JWT_PRIVATE_KEY_FILE is not set (a development key pair, made once):
-    <state_dir>/keys/jwt-ed25519.pem       private key, PKCS#8 PEM, mode 0600
-    <state_dir>/keys/jwt-ed25519.pub.pem   public key, SubjectPublicKeyInfo PEM, mode 0644
-The gateway verifies with the public file alone (`public_key_path` names it for given settings).
+"""Access tokens: JWTs signed with Ed25519 (EdDSA) by the user service, each with a random id
+(jti) and a sub-second issue time (iat), so one token can be ended alone (Logout) and a token
+issued just after a user's tokens were ended is told apart from those before. The key files are
+services.common.jwtkeys' (re-exported here).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.common.jwtkeys import (  # noqa: F401 (re-exported)
+    KeySettings,
+    default_key_paths,
+    key_id,
+    load_or_create_keys,
+    load_private,
+    public_key_path,
+    public_pem_of,
+)
 
 ALGORITHM = "EdDSA"
-KEY_DIR = "keys"
-PRIVATE_KEY_NAME = "jwt-ed25519.pem"
-PUBLIC_KEY_NAME = "jwt-ed25519.pub.pem"
 REQUIRED_CLAIMS = ("sub", "role", "iat", "exp", "iss")
-
-
-class KeySettings(Protocol):
-    """The settings the key functions read (ServiceSettings has them; so may the gateway's)."""
-
-    state_dir: Path
-    jwt_private_key_file: Path | None
-    jwt_public_key_file: Path | None
-
-
-def default_key_paths(state_dir: Path) -> tuple[Path, Path]:
-    """(private, public) paths of the development key pair under `state_dir`."""
-    directory = Path(state_dir) / KEY_DIR
-    return directory / PRIVATE_KEY_NAME, directory / PUBLIC_KEY_NAME
-
-
-def public_key_path(settings: KeySettings) -> Path:
-    """Where the public key of `settings` lives: the configured file or the development one."""
-    return settings.jwt_public_key_file or default_key_paths(settings.state_dir)[1]
-
-
-def load_or_create_keys(settings: KeySettings) -> tuple[bytes, bytes]:
-    """(private_pem, public_pem) from the configured files, or else the development pair under
-    state_dir, created on first use. Two processes starting at once end up with the same pair.
-    Raises ValueError with a clear message for missing, unreadable or mismatched keys."""
-    if settings.jwt_private_key_file is not None:
-        private_pem = _read(settings.jwt_private_key_file)
-        public_pem = public_pem_of(private_pem)
-        if settings.jwt_public_key_file is not None:
-            given = _load_public(_read(settings.jwt_public_key_file))
-            if _public_bytes(given) != public_pem:
-                raise ValueError("jwt_public_key_file does not match jwt_private_key_file")
-        return private_pem, public_pem
-    if settings.jwt_public_key_file is not None:
-        raise ValueError("jwt_public_key_file is set without jwt_private_key_file: "
-                         "the user service needs the private key to sign tokens")
-    private_path, public_path = default_key_paths(settings.state_dir)
-    private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not private_path.exists():
-        _create_private(private_path)
-    private_pem = _read(private_path)
-    public_pem = public_pem_of(private_pem)
-    if not public_path.exists() or public_path.read_bytes() != public_pem:
-        _write_atomically(public_path, public_pem, mode=0o644)
-    return private_pem, public_pem
-
-
-def public_pem_of(private_pem: bytes) -> bytes:
-    return _public_bytes(_load_private(private_pem).public_key())
-
-
-def key_id(public_pem: bytes) -> str:
-    """The RFC 7638 JWK thumbprint of the public key: stable, and names the key in `kid`."""
-    raw = _load_public(public_pem).public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    jwk = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
-    digest = hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode())
-    return _b64url(digest.digest())
 
 
 @dataclass(frozen=True)
@@ -97,22 +37,26 @@ class IssuedToken:
 
 
 class TokenIssuer:
-    """Signs access tokens carrying sub (the user id), role, iat, exp and iss."""
+    """Signs access tokens carrying sub (the user id), role, iat (with its fraction of a
+    second), exp, iss and jti (a random id)."""
 
     def __init__(self, private_pem: bytes, *, issuer: str, ttl_seconds: int,
                  clock: Callable[[], float] = time.time) -> None:
-        self._key = _load_private(private_pem)
+        self._key = load_private(private_pem)
         self._issuer = issuer
-        self._ttl = ttl_seconds
+        self.ttl_seconds = ttl_seconds
         self._clock = clock
         self.key_id = key_id(public_pem_of(private_pem))
 
-    def issue(self, *, subject: str, role: str) -> IssuedToken:
-        now = int(self._clock())
-        claims = {"sub": subject, "role": role, "iat": now, "exp": now + self._ttl,
-                  "iss": self._issuer}
+    def issue(self, *, subject: str, role: str, issued_at: float | None = None) -> IssuedToken:
+        """A token for `subject`; `issued_at` (default: now) is its iat, taken by the caller
+        before it read what the token states."""
+        now = self._clock() if issued_at is None else issued_at
+        claims = {"sub": subject, "role": role, "iat": round(now, 6),
+                  "exp": int(now) + self.ttl_seconds, "iss": self._issuer,
+                  "jti": uuid.uuid4().hex}
         token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.key_id})
-        return IssuedToken(token, self._ttl)
+        return IssuedToken(token, self.ttl_seconds)
 
 
 def verify(token: str, public_pem: bytes, issuer: str, *, leeway: float = 0) -> dict[str, Any]:
@@ -120,73 +64,3 @@ def verify(token: str, public_pem: bytes, issuer: str, *, leeway: float = 0) -> 
     every required claim; raises jwt.InvalidTokenError (or a subclass) otherwise."""
     return jwt.decode(token, public_pem, algorithms=[ALGORITHM], issuer=issuer, leeway=leeway,
                       options={"require": list(REQUIRED_CLAIMS)})
-
-
-def _create_private(path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # link() never replaces: the first process to get here wins, and every other one
-            # then reads the winner's complete file instead of its own.
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(temporary)
-
-
-def _write_atomically(path: Path, content: bytes, *, mode: int) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)  # same bytes from every writer: whoever lands last is fine
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ValueError(f"cannot read JWT key file {path}: {error.strerror}") from error
-
-
-def _load_private(pem: bytes) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"not a readable unencrypted PEM private key: {error}") from error
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("the JWT private key is not an Ed25519 key")
-    return key
-
-
-def _load_public(pem: bytes) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except ValueError as error:
-        raise ValueError(f"not a readable PEM public key: {error}") from error
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("the JWT public key is not an Ed25519 key")
-    return key
-
-
-def _public_bytes(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

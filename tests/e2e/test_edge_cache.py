@@ -10,7 +10,6 @@ import asyncio
 import time
 import uuid
 
-import grpc
 import httpx
 import pytest
 
@@ -26,6 +25,7 @@ from tests.e2e.helpers import (
     upstream_calls,
     wait_for,
 )
+from tests.trust import sync_channel, tls_for
 
 
 # -- HIT, MISS, validators ---------------------------------------------------------------------
@@ -79,13 +79,16 @@ def test_read_after_put_and_delete_through_the_edge(api: httpx.Client, admin: Ac
 
 
 def test_read_after_an_update_made_directly_over_grpc(api: httpx.Client, stack: Stack,
-                                                      new_product) -> None:
+                                                      admin: Account, new_product) -> None:
+    """An internal job (its own certificate of the stack's CA, and an admin's token) changes a
+    product straight over gRPC: the gateway's cache shows the change at once."""
     product = new_product(price="4.00")
     path = f"/products/{product['id']}"
+    job = tls_for(stack.config.state_dir.resolve(), "restock-job")
     for round_, address in enumerate(stack.addresses["product"]):
         api.get(path)
         assert api.get(path).headers["X-Cache"] == "HIT"
-        with grpc.insecure_channel(address) as channel:
+        with sync_channel(address, job, token=admin.token) as channel:
             stub = product_pb2_grpc.ProductServiceStub(channel)
             stub.UpdateProduct(product_pb2.UpdateProductRequest(
                 id=product["id"], price=f"5.0{round_}", name=f"Renamed {round_}"), timeout=10)

@@ -6,24 +6,15 @@ order), and an immediate 503 when no instance of a service is left."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
-import subprocess
-import threading
-import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
-import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from scripts.devstack.servers import find_free_port
 from scripts.devstack.stack import Stack
 from tests.e2e.conftest import PASSWORD, Account, login, redis_db
+from tests.e2e.cutting_proxy import CuttingProxy
 from tests.e2e.helpers import (
     NO_CACHE,
     create_product,
@@ -310,155 +301,3 @@ def test_with_every_instance_down_the_answer_is_an_immediate_503(edge) -> None:
         for name in ("product-1", "product-2"):
             _restart(stack, client, admin, name)
     assert client.get(f"/products/{product['id']}", headers=NO_CACHE).status_code == 200
-
-
-# -- an instance that dies as a call is sent ---------------------------------------------------
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS_FRAME = 0x1
-
-
-class CuttingProxy:
-    """Takes the port of a killed instance and forwards it to a stand-in: the same service
-    started again on another port, so the gateway sees the instance healthy again. Armed, the
-    proxy drops the connection on which the next call begins (the gateway's next HTTP/2
-    HEADERS frame) before any byte of that call reaches the service: to the gateway, an
-    instance that died just as the call was sent, while its health checks said SERVING."""
-
-    def __init__(self, port: int, stand_in: subprocess.Popen, stand_in_port: int) -> None:
-        self._listener = socket.create_server(("127.0.0.1", port))
-        self._stand_in = stand_in
-        self._target = ("127.0.0.1", stand_in_port)
-        self._lock = threading.Lock()
-        self._armed = False
-        self._open: set[socket.socket] = set()
-        self.cuts = 0
-        self.calls_since_cut = 0   # calls begun through the proxy since the last cut
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @classmethod
-    def take_over(cls, stack: Stack, name: str) -> CuttingProxy:
-        child = stack.children[name]
-        port = int(child.command[child.command.index("--port") + 1])
-        stack.kill(name)
-        stand_in_port = find_free_port()
-        command = list(child.command)
-        command[command.index("--port") + 1] = str(stand_in_port)
-        log = open(Path(stack.config.log_dir) / f"{name}-stand-in.log", "ab")  # noqa: SIM115
-        stand_in = subprocess.Popen(command, env=child.env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        try:
-            _wait_serving(f"127.0.0.1:{stand_in_port}", stand_in)
-            return cls(port, stand_in, stand_in_port)
-        except BaseException:
-            stand_in.kill()
-            stand_in.wait()
-            raise
-
-    def arm(self) -> None:
-        with self._lock:
-            self._armed = True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            sockets, self._open = list(self._open), set()
-        for sock in sockets:
-            _shut(sock)
-        self._stand_in.terminate()
-        try:
-            self._stand_in.wait(15)
-        except subprocess.TimeoutExpired:
-            self._stand_in.kill()
-            self._stand_in.wait()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-                upstream = socket.create_connection(self._target)
-            except OSError:
-                if self._listener.fileno() == -1:
-                    return
-                continue
-            with self._lock:
-                self._open |= {client, upstream}
-            threading.Thread(target=self._forward_calls, args=(client, upstream),
-                             daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            self._close(source, sink)
-
-    def _forward_calls(self, client: socket.socket, upstream: socket.socket) -> None:
-        """Forwards whole HTTP/2 frames, so that the one starting a call can be held back."""
-        pending, preface = b"", len(HTTP2_PREFACE)
-        try:
-            while chunk := client.recv(65536):
-                pending += chunk
-                taken = min(preface, len(pending))
-                ready, pending, preface = pending[:taken], pending[taken:], preface - taken
-                while not preface and len(pending) >= 9:
-                    size = 9 + int.from_bytes(pending[:3], "big")
-                    if len(pending) < size:
-                        break
-                    if pending[3] == HEADERS_FRAME:
-                        if self._claim_cut():
-                            # An abortive close (RST): the call is lost on the wire.
-                            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                              struct.pack("ii", 1, 0))
-                            return
-                        self.calls_since_cut += 1
-                    ready, pending = ready + pending[:size], pending[size:]
-                if ready:
-                    upstream.sendall(ready)
-        except OSError:
-            pass
-        finally:
-            self._close(client, upstream)
-
-    def _claim_cut(self) -> bool:
-        with self._lock:
-            if not self._armed:
-                return False
-            self._armed = False
-            self.cuts += 1
-            self.calls_since_cut = 0
-            return True
-
-    def _close(self, *sockets: socket.socket) -> None:
-        with self._lock:
-            mine = [sock for sock in sockets if sock in self._open]
-            self._open -= set(mine)
-        for sock in mine:
-            _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
-
-
-def _wait_serving(address: str, process: subprocess.Popen, attempts: int = 600) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(attempts):
-            if process.poll() is not None:
-                raise RuntimeError(f"the stand-in at {address} exited with {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"the stand-in at {address} did not start")

@@ -39,7 +39,10 @@ def _stop(server: EmbeddedServer) -> None:
 def test_postgres_makes_portico_database_and_keeps_data(pg_data_dir: Path) -> None:
     server = PostgresServer(pg_data_dir).start()
     try:
-        assert server.url == f"postgresql+psycopg://portico@127.0.0.1:{server.port}/portico"
+        password = (pg_data_dir / "password").read_text().strip()
+        assert len(password) >= 32 and (pg_data_dir / "password").stat().st_mode & 0o077 == 0
+        assert server.url == \
+            f"postgresql+psycopg://portico:{password}@127.0.0.1:{server.port}/portico"
         with psycopg.connect(_libpq(server.url)) as conn:
             conn.execute("CREATE TABLE kept (note text)")
             conn.execute("INSERT INTO kept VALUES ('still here')")
@@ -49,6 +52,54 @@ def test_postgres_makes_portico_database_and_keeps_data(pg_data_dir: Path) -> No
     # A new server object on another free port: the data lives in the directory.
     with PostgresServer(pg_data_dir) as again, psycopg.connect(_libpq(again.url)) as conn:
         assert conn.execute("SELECT note FROM kept").fetchall() == [("still here",)]
+
+
+def test_postgres_asks_for_the_password(pg_data_dir: Path) -> None:
+    with PostgresServer(pg_data_dir, fast=True) as server:
+        for wrong in (f"postgresql://portico@127.0.0.1:{server.port}/portico",
+                      f"postgresql://portico:guess@127.0.0.1:{server.port}/portico"):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(wrong, connect_timeout=5).close()
+        hba = (server.pgdata / "pg_hba.conf").read_text()
+        assert "scram-sha-256" in hba and "trust" not in hba
+
+
+def test_a_cluster_made_without_passwords_gets_one(pg_data_dir: Path) -> None:
+    """A .portico/ from before passwords (trust in pg_hba.conf) asks for one from its next
+    start, and keeps its data."""
+    server = PostgresServer(pg_data_dir).start()
+    try:
+        with psycopg.connect(_libpq(server.url)) as conn:
+            conn.execute("CREATE TABLE kept (note text)")
+            conn.execute("INSERT INTO kept VALUES ('still here')")
+    finally:
+        _stop(server)
+    hba = server.pgdata / "pg_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 trust\n")
+    (pg_data_dir / "password").unlink()   # and no password was ever made
+    with PostgresServer(pg_data_dir) as again:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://portico@127.0.0.1:{again.port}/portico",
+                            connect_timeout=5).close()
+        with psycopg.connect(_libpq(again.url)) as conn:
+            assert conn.execute("SELECT note FROM kept").fetchall() == [("still here",)]
+        assert "trust" not in hba.read_text()
+
+
+def test_redis_asks_for_the_password(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        assert server.url == f"redis://:{server.password}@127.0.0.1:{server.port}/0"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, password="guess").ping()
+        assert redis.Redis.from_url(server.url).ping()
+        assert (tmp_path / "redis" / "redis.conf").stat().st_mode & 0o077 == 0
+        assert server.password not in " ".join(_command_line(server.pid))
+
+
+def _command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")

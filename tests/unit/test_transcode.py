@@ -118,7 +118,8 @@ FIELD_VALUE = st.none() | st.booleans() | TEXT | st.integers(-(2**40), 2**40) | 
 def test_request_building_matches_parse_dict(cls: type[Message], data: st.DataObject) -> None:
     """Same message, or the same refusal, as ParseDict, whatever the value types."""
     names = [field.name for field in cls.DESCRIPTOR.fields]
-    fields = data.draw(st.dictionaries(st.sampled_from(names), FIELD_VALUE, max_size=3))
+    fields = data.draw(st.dictionaries(st.sampled_from(names), FIELD_VALUE, max_size=3)) \
+        if names else {}  # LogoutRequest has no field
     try:
         expected = json_format.ParseDict(fields, cls(), ignore_unknown_fields=False)
     except json_format.ParseError:

@@ -123,8 +123,16 @@ def test_an_issued_token_carries_the_claims_and_kid(tmp_path: Path) -> None:
         "alg": "EdDSA", "typ": "JWT", "kid": tokens.key_id(public_pem)}
     claims = jwt.decode(issued.access_token, public_pem, algorithms=["EdDSA"],
                         options={"verify_exp": False}, issuer="portico-test")
-    assert claims == {"sub": "u1", "role": "customer", "iat": 1_700_000_000,
+    token_id = claims.pop("jti")
+    assert len(token_id) == 32 and int(token_id, 16) >= 0  # a random id, for Logout
+    # iat keeps its fraction of a second: a token issued just after its user's tokens were
+    # ended is told apart from those issued before.
+    assert claims == {"sub": "u1", "role": "customer", "iat": 1_700_000_000.7,
                       "exp": 1_700_000_900, "iss": "portico-test"}
+    other = jwt.decode(issuer.issue(subject="u1", role="customer").access_token, public_pem,
+                       algorithms=["EdDSA"], options={"verify_exp": False},
+                       issuer="portico-test")
+    assert other["jti"] != token_id
 
 
 def test_verify_requires_every_claim(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The gateway app in this process (httpx over ASGI), against real gRPC servers on port 0."""
+"""The gateway app in this process (httpx over ASGI), against real gRPC servers on port 0, over
+mTLS with the session's development CA."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from services.common.server import create_server
+from tests.trust import serve, session_state_dir
 
 
 @pytest.fixture(scope="session")
@@ -41,18 +42,19 @@ def make_token(key: Ed25519PrivateKey, subject: str, role: str = "customer", *,
 def settings_for(address: str, signing_key: tuple[Ed25519PrivateKey, Path], redis_url: str,
                  **overrides: Any) -> GatewaySettings:
     """Gateway settings with every service at `address` (one test server playing them all),
-    the tests' public key and no access log."""
+    the tests' public key, the session's PKI and no access log."""
     return GatewaySettings(**{
         "user_addrs": [address], "product_addrs": [address], "order_addrs": [address],
         "redis_url": redis_url, "jwt_public_key_file": signing_key[1], "access_log": False,
-        **overrides})
+        "state_dir": session_state_dir(), **overrides})
 
 
 @contextlib.asynccontextmanager
 async def grpc_server(*registrations: tuple) -> AsyncIterator[str]:
     """A gRPC server on a free port with the given (add function, servicer, service name)
-    registrations; yields its address and stops it afterwards."""
-    running = await create_server(list(registrations))
+    registrations, open to every certificate of the session's CA; yields its address and stops
+    it afterwards."""
+    running = await serve(registrations)
     try:
         yield f"127.0.0.1:{running.port}"
     finally:

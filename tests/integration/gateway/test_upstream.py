@@ -11,7 +11,8 @@ import pytest
 from gateway.upstream.call import BreakerConfig, CallPolicy, RetryBudget, Upstream
 from gateway.upstream.pool import NoInstanceAvailable
 from portico.product.v1 import product_pb2, product_pb2_grpc
-from services.common.server import create_server
+from services.common.mtls import channel_credentials
+from tests.trust import serve, session_state_dir, tls_for
 
 READ = CallPolicy(retry_unavailable=True, read=True)
 WRITE = CallPolicy(retry_unavailable=False, read=False)
@@ -36,13 +37,14 @@ class Instance(product_pb2_grpc.ProductServiceServicer):
 async def fleet():
     """Instance a fails with UNAVAILABLE, b answers; the round robin starts with a."""
     a, b = Instance(grpc.StatusCode.UNAVAILABLE), Instance()
-    servers = [await create_server([(product_pb2_grpc.add_ProductServiceServicer_to_server, s,
-                                     "portico.product.v1.ProductService")]) for s in (a, b)]
+    servers = [await serve([(product_pb2_grpc.add_ProductServiceServicer_to_server, s,
+                             "portico.product.v1.ProductService")]) for s in (a, b)]
     upstream = Upstream(
         {"product": ("portico.product.v1.ProductService",
                      [f"127.0.0.1:{server.port}" for server in servers])},
         breaker=BreakerConfig(fail_max=3, reset_timeout=60), timeout=5, max_attempts=3,
-        initial_backoff=0.001, max_backoff=0.01, budget=RetryBudget(1.0, 100.0))
+        initial_backoff=0.001, max_backoff=0.01, budget=RetryBudget(1.0, 100.0),
+        credentials=channel_credentials(tls_for(session_state_dir(), "gateway")))
     upstream.start(0.05)
     yield upstream, a, b, servers
     await upstream.close()

@@ -17,6 +17,7 @@ from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
 from services.common.server import RunningServer
 from services.common.settings import ServiceSettings
+from tests.trust import channel, mint, tls_for
 
 
 def unique(prefix: str) -> str:
@@ -56,7 +57,8 @@ def failure(error: grpc.aio.AioRpcError) -> Failure:
 
 @dataclass
 class Stack:
-    """A User server, two Product servers and an Order server, with stubs and the database."""
+    """A User server, two Product servers and an Order server, with stubs (as an admin service
+    account) and the database; `as_customer` gives a customer's own stub."""
 
     settings: ServiceSettings
     orders: order_pb2_grpc.OrderServiceStub
@@ -64,12 +66,31 @@ class Stack:
     products: product_pb2_grpc.ProductServiceStub
     engine: AsyncEngine
     product_servers: list[RunningServer] = field(default_factory=list)
+    order_address: str = ""
+    _customers: dict[str, tuple[grpc.aio.Channel, order_pb2_grpc.OrderServiceStub]] = \
+        field(default_factory=dict)
 
     async def customer(self) -> str:
         """A new user's id."""
         response = await self.users.CreateUser(user_pb2.CreateUserRequest(
             name="Test Customer", email=f"{unique('c')}@example.com", password="s3cret-pass"))
         return response.user.id
+
+    def token(self, customer: str, role: str = "customer") -> str:
+        """An access token of `customer`, as the user service would issue it."""
+        return mint(self.settings.state_dir, customer, role)
+
+    def as_customer(self, customer: str) -> order_pb2_grpc.OrderServiceStub:
+        """The order service as `customer` calls it (through the gateway's identity)."""
+        if customer not in self._customers:
+            opened = channel(self.order_address, tls_for(self.settings.state_dir, "gateway"),
+                             token=self.token(customer))
+            self._customers[customer] = (opened, order_pb2_grpc.OrderServiceStub(opened))
+        return self._customers[customer][1]
+
+    async def close(self) -> None:
+        for opened, _ in self._customers.values():
+            await opened.close()
 
     async def product(self, *, price: str = "1.00", stock: int = 10) -> str:
         """A new product's id."""
@@ -83,7 +104,7 @@ class Stack:
 
     async def place(self, customer: str, items: list[tuple[str, int]], *,
                     token: str = "tok_visa", key: str = "", **fields) -> order_pb2.Order:
-        response = await self.orders.CreateOrder(create_request(
+        response = await self.as_customer(customer).CreateOrder(create_request(
             customer, items, token=token, key=key, **fields))
         return response.order
 

@@ -13,8 +13,9 @@ from .support import Stack, create_request, failure
 
 async def outcomes(stack: Stack, requests) -> tuple[list, list]:
     """(placed orders, decoded failures) of calls made all at once."""
-    results = await asyncio.gather(*(stack.orders.CreateOrder(r) for r in requests),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(stack.as_customer(r.customer).CreateOrder(r) for r in requests),
+        return_exceptions=True)
     placed = [r.order for r in results if not isinstance(r, BaseException)]
     refused = [failure(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(placed) + len(refused) == len(requests), [
@@ -51,7 +52,7 @@ async def test_twenty_calls_with_one_key_make_one_order(stack: Stack):
     assert await stack.charges(customer) == {"captured": 1}
     assert len(await stack.order_rows(customer)) == 1
     # Later, the same request with the same key still answers with the first order.
-    again = await stack.orders.CreateOrder(request)
+    again = await stack.as_customer(request.customer).CreateOrder(request)
     assert again.order == placed[0]
     assert await stack.stock(product) == 46
 
@@ -64,7 +65,7 @@ async def test_the_same_key_with_another_request_is_rejected(stack: Stack):
                   create_request(customer, [(product, 1)], key="checkout-2",
                                  token="tok_decline")):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stack.orders.CreateOrder(other)
+            await stack.as_customer(other.customer).CreateOrder(other)
         refused = failure(caught.value)
         assert (refused.code, refused.reason) == (
             grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")
@@ -98,7 +99,7 @@ async def test_a_definite_failure_is_replayed_to_retries(stack: Stack):
     request = create_request(customer, [(product, 1)], key="declined-1", token="tok_decline")
     for _ in range(2):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stack.orders.CreateOrder(request)
+            await stack.as_customer(request.customer).CreateOrder(request)
         assert failure(caught.value).reason == "PAYMENT_DECLINED"
     assert len(await stack.order_rows(customer)) == 1
     assert await stack.stock(product) == 5
@@ -109,7 +110,7 @@ async def test_a_transient_failure_frees_the_key_for_a_fresh_attempt(stack: Stac
     request = create_request(customer, [(product, 1)], key="flaky-1", token="tok_error")
     for _ in range(2):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stack.orders.CreateOrder(request)
+            await stack.as_customer(request.customer).CreateOrder(request)
         assert failure(caught.value).reason == "PAYMENT_PROCESSOR_UNAVAILABLE"
     rows = await stack.order_rows(customer)
     assert [row["status"] for row in rows] == ["failed", "failed"]

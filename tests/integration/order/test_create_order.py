@@ -111,21 +111,23 @@ async def test_an_unknown_customer_is_refused_before_anything_happens(stack: Sta
 
 
 async def test_bad_input_is_invalid_argument_with_every_field(stack: Stack):
+    # An empty customer is no fault: a new order is the signed-in caller's.
     request = create_request("", [("bad id!", 0), ("P1", 2_000_000)], token="",
                              note="n" * 1001, shipping_address="a" * 501, key="k" * 201)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack.orders.CreateOrder(request)
+        await stack.as_customer(await stack.customer()).CreateOrder(request)
     refused = failure(caught.value)
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(refused.fields) == {
-        "customer", "items[0].product_id", "items[0].quantity", "items[1].quantity",
+        "items[0].product_id", "items[0].quantity", "items[1].quantity",
         "payment.token", "note", "shipping_address", "idempotency_key"}
 
 
 async def test_an_order_without_items_or_payment_is_invalid(stack: Stack):
     customer = await stack.customer()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack.orders.CreateOrder(order_pb2.CreateOrderRequest(customer=customer))
+        await stack.as_customer(customer).CreateOrder(
+            order_pb2.CreateOrderRequest(customer=customer))
     refused = failure(caught.value)
     assert refused.code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(refused.fields) == {"items", "payment.token"}
@@ -150,8 +152,8 @@ async def test_the_request_id_reaches_the_user_and_product_services(stack: Stack
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        await stack.orders.CreateOrder(create_request(customer, [(product, 1)]),
-                                       metadata=(("x-request-id", "trace-me-1"),))
+        await stack.as_customer(customer).CreateOrder(
+            create_request(customer, [(product, 1)]), metadata=(("x-request-id", "trace-me-1"),))
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)

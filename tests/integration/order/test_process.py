@@ -7,6 +7,7 @@ import os
 
 from portico.order.v1 import order_pb2, order_pb2_grpc
 from tests.integration.runtime.cli import portico_service
+from tests.trust import bearer
 
 from .support import Stack, create_request
 
@@ -15,15 +16,18 @@ async def test_the_portico_command_migrates_and_serves_orders(stack: Stack):
     settings = stack.settings
     env = {**os.environ, "PORTICO_DATABASE_URL": settings.database_url,
            "PORTICO_USER_ADDRS": ",".join(settings.user_addrs),
-           "PORTICO_PRODUCT_ADDRS": ",".join(settings.product_addrs)}
+           "PORTICO_PRODUCT_ADDRS": ",".join(settings.product_addrs),
+           "PORTICO_STATE_DIR": str(settings.state_dir), "PORTICO_REDIS_URL": settings.redis_url}
     customer, product = await stack.customer(), await stack.product(price="0.10", stock=5)
     # `migrate` is already at head here: nothing to do, and no error.
     async with portico_service("order", env) as service:
         orders = order_pb2_grpc.OrderServiceStub(service.channel)
+        own = bearer(stack.token(customer))
         placed = await orders.CreateOrder(create_request(customer, [(product, 3)]),
-                                          metadata=(("x-request-id", "cli-order-1"),))
+                                          metadata=(("x-request-id", "cli-order-1"), *own))
         assert placed.order.total == "0.30"
-        fetched = await orders.GetOrder(order_pb2.GetOrderRequest(id=placed.order.id))
+        fetched = await orders.GetOrder(order_pb2.GetOrderRequest(id=placed.order.id),
+                                        metadata=own)
         assert fetched.order == placed.order
     assert service.returncode == 0, service.log.decode()[-2000:]
     assert await stack.stock(product) == 2

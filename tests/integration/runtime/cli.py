@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 
 from scripts.devstack.servers import find_free_port
+from tests.trust import channel as secure_channel
+from tests.trust import tls_for
 
 PORTICO = str(Path(sys.executable).parent / "portico")
 
@@ -30,14 +32,16 @@ class ServiceProcess:
 @contextlib.asynccontextmanager
 async def portico_service(kind: str, env: dict[str, str]) -> AsyncIterator[ServiceProcess]:
     """`portico migrate KIND` (which must succeed), then `portico service KIND` on a free
-    port, ready to call; stopped with SIGTERM on the way out."""
+    port, ready to call (as the gateway, with a certificate of the CA under the env's
+    PORTICO_STATE_DIR); stopped with SIGTERM on the way out."""
     migrate = await asyncio.create_subprocess_exec(PORTICO, "migrate", kind, env=env)
     assert await migrate.wait() == 0
     port = find_free_port()
     service = await asyncio.create_subprocess_exec(
         PORTICO, "service", kind, "--port", str(port), env=env, stderr=asyncio.subprocess.PIPE)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        tls = tls_for(Path(env["PORTICO_STATE_DIR"]), "gateway")
+        async with secure_channel(f"127.0.0.1:{port}", tls) as channel:
             await asyncio.wait_for(channel.channel_ready(), 60)
             running = ServiceProcess(channel)
             yield running

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.server import create_server
+from tests.trust import channel as secure_channel
+from tests.trust import serve, session_state_dir, tls_for
 
 
 async def test_frequent_keepalive_pings_do_not_break_a_stream() -> None:
-    running = await create_server([])
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[
+    running = await serve([])
+    tls = tls_for(session_state_dir(), "gateway")
+    channel = secure_channel(f"127.0.0.1:{running.port}", tls, options=[
         ("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 2000),
         ("grpc.http2.max_pings_without_data", 0), ("grpc.keepalive_permit_without_calls", 1)])
     try:

@@ -19,19 +19,20 @@ from portico.user.v1 import user_pb2 as pb
 from portico.user.v1 import user_pb2_grpc
 from portico.user.v1.user_pb2_grpc import UserServiceStub
 from services.common.db import async_engine
-from services.common.server import create_server
 from services.common.settings import ServiceSettings
 from services.user import tokens
 from services.user.passwords import Passwords
 from services.user.servicer import SERVICE_NAME, UserServicer
 from services.user.store import UserStore
+from tests.trust import channel as secure_channel
+from tests.trust import serve, tls_for
 
 from .support import public_key
 
 PASSWORD = "s3cret-enough"
 
 
-async def _user(stub: UserServiceStub, role: str = "customer") -> pb.User:
+async def _user(stub: UserServiceStub, role: str = "") -> pb.User:
     email = f"Login-{uuid.uuid4().hex[:10]}@Example.com"
     return (await stub.CreateUser(pb.CreateUserRequest(
         name="Lou", email=email, password=PASSWORD, role=role))).user
@@ -47,7 +48,7 @@ async def _unauthenticated(call) -> str:
 async def test_login_issues_a_token_the_public_key_alone_verifies(
         stub: UserServiceStub, migrated: ServiceSettings) -> None:
     user = await _user(stub, role="admin")
-    before = int(time.time())
+    before = time.time()
     response = await stub.Login(pb.LoginRequest(email=user.email.lower(), password=PASSWORD))
     assert response.token_type == "Bearer"
     assert response.expires_in == migrated.jwt_ttl_seconds
@@ -55,8 +56,11 @@ async def test_login_issues_a_token_the_public_key_alone_verifies(
     claims = jwt.decode(response.access_token, pem, algorithms=["EdDSA"],
                         issuer=migrated.jwt_issuer)
     assert (claims["sub"], claims["role"], claims["iss"]) == (user.id, "admin", "portico")
-    assert before <= claims["iat"] <= int(time.time())
-    assert claims["exp"] == claims["iat"] + migrated.jwt_ttl_seconds
+    # iat keeps its fraction of a second (a token issued just after its user's tokens were
+    # ended is told apart from those before); jti is a random id (Logout ends that one token).
+    assert before - 1e-6 <= claims["iat"] <= time.time() and claims["iat"] != int(claims["iat"])
+    assert claims["exp"] == int(claims["iat"]) + migrated.jwt_ttl_seconds
+    assert len(claims["jti"]) == 32
     assert jwt.get_unverified_header(response.access_token)["kid"] == tokens.key_id(pem)
     assert tokens.verify(response.access_token, pem, migrated.jwt_issuer) == claims
     assert b"$argon2" not in response.SerializeToString()
@@ -115,14 +119,15 @@ async def test_login_rehashes_a_hash_made_with_older_parameters(
     try:
         for passwords in (Passwords(cheap), Passwords()):
             servicer = UserServicer(UserStore(engine), issuer, passwords=passwords)
-            servers.append(await create_server(
+            servers.append(await serve(
                 [(user_pb2_grpc.add_UserServiceServicer_to_server, servicer, SERVICE_NAME)]))
         old_server, new_server = servers
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{old_server.port}") as channel:
+        tls = tls_for(migrated.state_dir, "gateway")
+        async with secure_channel(f"127.0.0.1:{old_server.port}", tls) as channel:
             user = await _user(UserServiceStub(channel))
         old_hash = _hash_of(sync_engine, user.id)
         assert "m=8192,t=1,p=1" in old_hash
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{new_server.port}") as channel:
+        async with secure_channel(f"127.0.0.1:{new_server.port}", tls) as channel:
             await UserServiceStub(channel).Login(pb.LoginRequest(email=user.email,
                                                                  password=PASSWORD))
         new_hash = _hash_of(sync_engine, user.id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
+from services.common.errors import AlreadyExists
 from services.common.settings import ServiceSettings
 from services.user import server
 from services.user.models import Base
@@ -23,7 +29,7 @@ def test_migrate_creates_the_schema_from_an_empty_database(
     assert "alembic_version" not in tables  # the name is left to nobody: each service has its own
     with sync_engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version_user")).scalar_one() \
-            == "user_0001"
+            == "user_0002"
 
 
 def test_migrate_again_changes_nothing(user_settings: ServiceSettings,
@@ -65,8 +71,14 @@ def _row(sync_engine: Engine, email: str):
             "WHERE lower(email) = lower(:e) AND deleted_at IS NULL"), {"e": email}).one()
 
 
-async def test_migrate_creates_the_first_admin(migrated: ServiceSettings,
-                                               sync_engine: Engine) -> None:
+def _no_users(sync_engine: Engine) -> None:
+    with sync_engine.begin() as conn:
+        conn.execute(text("DELETE FROM users"))
+
+
+async def test_migrate_creates_the_first_admin_when_there_is_no_admin(
+        migrated: ServiceSettings, sync_engine: Engine) -> None:
+    _no_users(sync_engine)
     settings = migrated.model_copy(update={
         "admin_email": "Root@Example.com", "admin_password": "first-admin-pass"})
     server.migrate(settings)
@@ -78,20 +90,50 @@ async def test_migrate_creates_the_first_admin(migrated: ServiceSettings,
     assert (again.id, again.password_hash) == (row.id, row.password_hash)
 
 
-async def test_migrate_makes_an_existing_user_admin_and_keeps_its_password(
+async def test_migrate_makes_no_first_admin_when_an_admin_exists(
         migrated: ServiceSettings, sync_engine: Engine) -> None:
+    _no_users(sync_engine)
+    with sync_engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (id, name, email, password_hash, role) "
+                          "VALUES ('u-boss', 'Boss', 'boss@example.com', 'h', 'admin')"))
+    server.migrate(migrated.model_copy(update={
+        "admin_email": "another-root@example.com", "admin_password": "first-admin-pass"}))
+    with sync_engine.connect() as conn:
+        assert conn.execute(text("SELECT email FROM users WHERE role = 'admin'")
+                            ).scalars().all() == ["boss@example.com"]
+
+
+async def test_migrate_never_promotes_an_existing_account_and_says_so(
+        migrated: ServiceSettings, sync_engine: Engine,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever signed up with the bootstrap email first must not become admin by it: the
+    account keeps its role and password, no admin is made, and an ERROR says why."""
+    _no_users(sync_engine)
     passwords = Passwords()
     with sync_engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO users (id, name, email, password_hash, role) "
             "VALUES ('u-existing', 'Ann', 'ann@example.com', :h, 'customer')"),
             {"h": await passwords.hash("ann-own-password")})
-    server.migrate(migrated.model_copy(update={
-        "admin_email": "ANN@example.com", "admin_password": "bootstrap-password"}))
+    with caplog.at_level(logging.ERROR, logger="portico.user"):
+        server.migrate(migrated.model_copy(update={
+            "admin_email": "ANN@example.com", "admin_password": "bootstrap-password"}))
     row = _row(sync_engine, "ann@example.com")
-    assert (row.id, row.role, row.name) == ("u-existing", "admin", "Ann")
+    assert (row.id, row.role, row.name) == ("u-existing", "customer", "Ann")
     assert await passwords.verify(row.password_hash, "ann-own-password")
-    assert not await passwords.verify(row.password_hash, "bootstrap-password")
+    with sync_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM users WHERE role = 'admin'")
+                            ).scalar_one() == 0
+    assert any(r.levelno == logging.ERROR and "PORTICO_ADMIN_EMAIL" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_create_admin_makes_an_admin_on_purpose_but_never_over_an_account(
+        migrated: ServiceSettings, sync_engine: Engine) -> None:
+    made = server.create_admin(migrated, email="ops@example.com", password="ops-password-1")
+    assert _row(sync_engine, "ops@example.com").role == "admin" and made.role == "admin"
+    with pytest.raises(AlreadyExists):
+        server.create_admin(migrated, email="OPS@example.com", password="ops-password-2")
 
 
 def test_migrate_without_both_admin_settings_creates_no_admin(
@@ -119,3 +161,24 @@ async def test_start_and_migrate_need_a_database_url(tmp_path) -> None:
         server.migrate(settings)
     with pytest.raises(ValueError, match="PORTICO_DATABASE_URL"):
         await server.start(settings)
+
+
+def test_the_create_admin_command(migrated: ServiceSettings, sync_engine: Engine,
+                                  tmp_path) -> None:
+    """`portico create-admin --email E` reads the password from stdin; an email in use is
+    refused with a message, and nothing changes."""
+    env = {**os.environ, "PORTICO_DATABASE_URL": migrated.database_url,
+           "PORTICO_STATE_DIR": str(tmp_path), "PORTICO_LOG_LEVEL": "WARNING"}
+    env.pop("PORTICO_ADMIN_PASSWORD", None)
+    command = [sys.executable, "-m", "services.cli", "create-admin", "--email",
+               "night-ops@example.com"]
+    made = subprocess.run(command, input="night-ops-password\n", env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert "night-ops@example.com" in made.stdout
+    row = _row(sync_engine, "night-ops@example.com")
+    assert row.role == "admin"
+    again = subprocess.run(command, input="another-password\n", env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert _row(sync_engine, "night-ops@example.com").password_hash == row.password_hash

@@ -16,6 +16,8 @@ from services.common.server import RunningServer
 from services.common.settings import ServiceSettings
 from services.user import server, tokens
 from tests.integration.runtime.cli import portico_service
+from tests.trust import channel as secure_channel
+from tests.trust import tls_for
 
 from .support import public_key
 
@@ -70,7 +72,8 @@ async def test_a_second_instance_shares_the_keys_and_stops_gracefully(
             name="Two", email="two-instances@example.com", password="two-instances"))
         credentials = pb.LoginRequest(email="two-instances@example.com", password="two-instances")
         first_token = (await stub.Login(credentials)).access_token
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        tls = tls_for(migrated.state_dir, "gateway")
+        async with secure_channel(f"127.0.0.1:{second.port}", tls) as channel:
             second_token = (await UserServiceStub(channel).Login(credentials)).access_token
             public_pem = public_key(migrated)
             for token in (first_token, second_token):

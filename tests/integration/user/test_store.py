@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.db import async_engine
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.settings import ServiceSettings
-from services.user.store import UserStore
+from services.user.store import FirstAdmin, TokenState, UserStore
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -54,14 +54,15 @@ async def test_duplicate_email_in_another_case_already_exists(store: UserStore) 
 async def test_update_replaces_name_and_email_and_keeps_what_is_not_given(
         store: UserStore, sync_engine: Engine) -> None:
     user = await _create(store, "before@example.com")
-    updated = await store.update(user.id, name="After", email="After@example.com")
+    updated, old_role = await store.update(user.id, name="After", email="After@example.com")
+    assert old_role == "customer"
     assert (updated.name, updated.email, updated.role) == ("After", "After@example.com", "customer")
     assert updated.created_at == user.created_at and updated.updated_at > user.updated_at
     found = await store.find_credentials("after@EXAMPLE.com")
     assert found is not None and found.password_hash == "hash-before@example.com"
-    changed = await store.update(user.id, name="After", email="after@example.com",
-                                 password_hash="new-hash", role="admin")
-    assert changed.role == "admin"
+    changed, old_role = await store.update(user.id, name="After", email="after@example.com",
+                                           password_hash="new-hash", role="admin")
+    assert (changed.role, old_role) == ("admin", "customer")
     assert (await store.find_credentials("after@example.com")).password_hash == "new-hash"
 
 
@@ -119,25 +120,67 @@ async def test_replace_password_hash_only_over_the_expected_hash(store: UserStor
     assert (await store.find_credentials("rehash@example.com")).password_hash == "h2"
 
 
-async def test_ensure_admin_creates_then_promotes_and_keeps_the_hash(store: UserStore) -> None:
-    admin, created = await store.ensure_admin(email="boss@example.com", password_hash="boss-h")
-    assert created and admin.role == "admin"
-    same, created = await store.ensure_admin(email="BOSS@example.com", password_hash="other")
-    assert not created and same == admin
-    user = await _create(store, "promote@example.com")
-    promoted, created = await store.ensure_admin(email="promote@example.com", password_hash="z")
-    assert not created and (promoted.id, promoted.role) == (user.id, "admin")
-    assert (await store.find_credentials("promote@example.com")).password_hash \
-        == "hash-promote@example.com"
+def _no_users(sync_engine: Engine) -> None:
+    with sync_engine.begin() as conn:
+        conn.execute(text("DELETE FROM users"))
 
 
-async def test_concurrent_ensure_admin_makes_one_admin(store: UserStore,
-                                                       sync_engine: Engine) -> None:
-    await asyncio.gather(*(store.ensure_admin(email="twin@example.com", password_hash="h")
-                           for _ in range(4)))
+def _admins(sync_engine: Engine) -> list[str]:
     with sync_engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM users WHERE email = 'twin@example.com'")
-                            ).scalar_one() == 1
+        return list(conn.execute(text(
+            "SELECT email FROM users WHERE role = 'admin' AND deleted_at IS NULL")).scalars())
+
+
+async def test_the_first_admin_is_made_only_while_no_admin_exists(
+        store: UserStore, sync_engine: Engine) -> None:
+    _no_users(sync_engine)
+    outcome, admin = await store.create_first_admin(email="boss@example.com",
+                                                    password_hash="boss-h")
+    assert outcome is FirstAdmin.CREATED and admin.role == "admin"
+    outcome, nobody = await store.create_first_admin(email="second@example.com",
+                                                     password_hash="other")
+    assert (outcome, nobody) == (FirstAdmin.ADMIN_EXISTS, None)
+    assert _admins(sync_engine) == ["boss@example.com"]
+
+
+async def test_the_first_admin_never_promotes_an_existing_account(
+        store: UserStore, sync_engine: Engine) -> None:
+    """Whoever signed up first with the bootstrap email must not become admin by it."""
+    _no_users(sync_engine)
+    user = await _create(store, "squatter@example.com")
+    outcome, nobody = await store.create_first_admin(email="SQUATTER@example.com",
+                                                     password_hash="z")
+    assert (outcome, nobody) == (FirstAdmin.EMAIL_TAKEN, None)
+    assert (await store.get(user.id)).role == "customer"
+    assert _admins(sync_engine) == []
+
+
+async def test_concurrent_first_admins_make_one(store: UserStore, sync_engine: Engine) -> None:
+    _no_users(sync_engine)
+    outcomes = await asyncio.gather(*(store.create_first_admin(
+        email=f"twin{i}@example.com", password_hash="h") for i in range(4)))
+    assert sorted(outcome.value for outcome, _ in outcomes) == sorted(
+        [FirstAdmin.CREATED.value] + [FirstAdmin.ADMIN_EXISTS.value] * 3)
+    assert len(_admins(sync_engine)) == 1
+
+
+async def test_ended_tokens_move_only_forward_and_outlive_deletion(store: UserStore) -> None:
+    user = await _create(store, "ended@example.com")
+    assert await store.token_state(user.id) == TokenState(True, None)
+    await store.end_tokens(user.id, 2_000_000_000.25)
+    await store.end_tokens(user.id, 1_000_000_000.0)   # a late, older write changes nothing
+    assert await store.token_state(user.id) == TokenState(True, 2_000_000_000.25)
+    await store.delete(user.id)
+    assert await store.token_state(user.id) == TokenState(False, 2_000_000_000.25)
+    assert await store.token_state("no-such-user") == TokenState(False, None)
+
+
+async def test_email_taken_looks_at_live_users_in_any_case(store: UserStore) -> None:
+    user = await _create(store, "Busy@example.com")
+    assert await store.email_taken("busy@EXAMPLE.com")
+    assert not await store.email_taken("busy@example.com", other_than=user.id)
+    await store.delete(user.id)
+    assert not await store.email_taken("busy@example.com")
 
 
 async def test_list_pages_through_every_live_user_once_in_order(

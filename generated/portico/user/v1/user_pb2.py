@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aportico/user/v1/user.proto\x12\x0fportico.user.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"9\n\x12\x43reateUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x0fGetUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"|\n\x11UpdateUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x15\n\x08password\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04role\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_passwordB\x07\n\x05_role\"9\n\x12UpdateUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.portico.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"M\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x32\x92\x05\n\x0bUserService\x12n\n\nCreateUser\x12\".portico.user.v1.CreateUserRequest\x1a#.portico.user.v1.CreateUserResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x06/users:\x01*b\x04user\x12g\n\x07GetUser\x12\x1f.portico.user.v1.GetUserRequest\x1a .portico.user.v1.GetUserResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/users/{id}b\x04user\x12s\n\nUpdateUser\x12\".portico.user.v1.UpdateUserRequest\x1a#.portico.user.v1.UpdateUserResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x1a\x0b/users/{id}:\x01*b\x04user\x12j\n\nDeleteUser\x12\".portico.user.v1.DeleteUserRequest\x1a#.portico.user.v1.DeleteUserResponse\"\x13\x82\xd3\xe4\x93\x02\r*\x0b/users/{id}\x12i\n\tListUsers\x12!.portico.user.v1.ListUsersRequest\x1a\".portico.user.v1.ListUsersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\x06/usersb\x05users\x12^\n\x05Login\x12\x1d.portico.user.v1.LoginRequest\x1a\x1e.portico.user.v1.LoginResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/auth/login:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aportico/user/v1/user.proto\x12\x0fportico.user.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"9\n\x12\x43reateUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x0fGetUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"\xb0\x01\n\x11UpdateUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x15\n\x08password\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x11\n\x04role\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x1d\n\x10\x63urrent_password\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0b\n\t_passwordB\x07\n\x05_roleB\x13\n\x11_current_password\"9\n\x12UpdateUserResponse\x12#\n\x04user\x18\x01 \x01(\x0b\x32\x15.portico.user.v1.User\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x11ListUsersResponse\x12$\n\x05users\x18\x01 \x03(\x0b\x32\x15.portico.user.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"M\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse2\xf3\x05\n\x0bUserService\x12n\n\nCreateUser\x12\".portico.user.v1.CreateUserRequest\x1a#.portico.user.v1.CreateUserResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x06/users:\x01*b\x04user\x12g\n\x07GetUser\x12\x1f.portico.user.v1.GetUserRequest\x1a .portico.user.v1.GetUserResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/users/{id}b\x04user\x12s\n\nUpdateUser\x12\".portico.user.v1.UpdateUserRequest\x1a#.portico.user.v1.UpdateUserResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x1a\x0b/users/{id}:\x01*b\x04user\x12j\n\nDeleteUser\x12\".portico.user.v1.DeleteUserRequest\x1a#.portico.user.v1.DeleteUserResponse\"\x13\x82\xd3\xe4\x93\x02\r*\x0b/users/{id}\x12i\n\tListUsers\x12!.portico.user.v1.ListUsersRequest\x1a\".portico.user.v1.ListUsersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\x06/usersb\x05users\x12^\n\x05Login\x12\x1d.portico.user.v1.LoginRequest\x1a\x1e.portico.user.v1.LoginResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/auth/login:\x01*\x12_\n\x06Logout\x12\x1e.portico.user.v1.LogoutRequest\x1a\x1f.portico.user.v1.LogoutResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\x0c/auth/logoutb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\202\323\344\223\002\017\022\006/usersb\005users'
   _globals['_USERSERVICE'].methods_by_name['Login']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['Login']._serialized_options = b'\202\323\344\223\002\020\"\013/auth/login:\001*'
+  _globals['_USERSERVICE'].methods_by_name['Logout']._loaded_options = None
+  _globals['_USERSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\016\"\014/auth/logout'
   _globals['_USER']._serialized_start=111
   _globals['_USER']._serialized_end=270
   _globals['_CREATEUSERREQUEST']._serialized_start=272
@@ -55,22 +57,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST']._serialized_end=441
   _globals['_GETUSERRESPONSE']._serialized_start=443
   _globals['_GETUSERRESPONSE']._serialized_end=497
-  _globals['_UPDATEUSERREQUEST']._serialized_start=499
-  _globals['_UPDATEUSERREQUEST']._serialized_end=623
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=625
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=682
-  _globals['_DELETEUSERREQUEST']._serialized_start=684
-  _globals['_DELETEUSERREQUEST']._serialized_end=715
-  _globals['_DELETEUSERRESPONSE']._serialized_start=717
-  _globals['_DELETEUSERRESPONSE']._serialized_end=737
-  _globals['_LISTUSERSREQUEST']._serialized_start=739
-  _globals['_LISTUSERSREQUEST']._serialized_end=796
-  _globals['_LISTUSERSRESPONSE']._serialized_start=798
-  _globals['_LISTUSERSRESPONSE']._serialized_end=880
-  _globals['_LOGINREQUEST']._serialized_start=882
-  _globals['_LOGINREQUEST']._serialized_end=929
-  _globals['_LOGINRESPONSE']._serialized_start=931
-  _globals['_LOGINRESPONSE']._serialized_end=1008
-  _globals['_USERSERVICE']._serialized_start=1011
-  _globals['_USERSERVICE']._serialized_end=1669
+  _globals['_UPDATEUSERREQUEST']._serialized_start=500
+  _globals['_UPDATEUSERREQUEST']._serialized_end=676
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=678
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=735
+  _globals['_DELETEUSERREQUEST']._serialized_start=737
+  _globals['_DELETEUSERREQUEST']._serialized_end=768
+  _globals['_DELETEUSERRESPONSE']._serialized_start=770
+  _globals['_DELETEUSERRESPONSE']._serialized_end=790
+  _globals['_LISTUSERSREQUEST']._serialized_start=792
+  _globals['_LISTUSERSREQUEST']._serialized_end=849
+  _globals['_LISTUSERSRESPONSE']._serialized_start=851
+  _globals['_LISTUSERSRESPONSE']._serialized_end=933
+  _globals['_LOGINREQUEST']._serialized_start=935
+  _globals['_LOGINREQUEST']._serialized_end=982
+  _globals['_LOGINRESPONSE']._serialized_start=984
+  _globals['_LOGINRESPONSE']._serialized_end=1061
+  _globals['_LOGOUTREQUEST']._serialized_start=1063
+  _globals['_LOGOUTREQUEST']._serialized_end=1078
+  _globals['_LOGOUTRESPONSE']._serialized_start=1080
+  _globals['_LOGOUTRESPONSE']._serialized_end=1096
+  _globals['_USERSERVICE']._serialized_start=1099
+  _globals['_USERSERVICE']._serialized_end=1854
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,11 @@ class UserServiceStub:
                 request_serializer=portico_dot_user_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
                 response_deserializer=portico_dot_user_dot_v1_dot_user__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/portico.user.v1.UserService/Logout',
+                request_serializer=portico_dot_user_dot_v1_dot_user__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=portico_dot_user_dot_v1_dot_user__pb2.LogoutResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -86,7 +91,8 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Replaces a user's name and email, and the password when one is given.
+        """Replaces a user's name and email, and the password when one is given. Changing one's own
+        password or email needs current_password; an admin changing another user's does not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,7 +113,16 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Login(self, request, context):
-        """Checks an email and password and issues a signed access token (JWT).
+        """Checks an email and password and issues a signed access token (JWT). Repeated failures on
+        one account are throttled: RESOURCE_EXHAUSTED with a google.rpc.RetryInfo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Ends the access token the call carries (authorization: Bearer <token>): every service
+        refuses it from then on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +160,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=portico_dot_user_dot_v1_dot_user__pb2.LoginRequest.FromString,
                     response_serializer=portico_dot_user_dot_v1_dot_user__pb2.LoginResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=portico_dot_user_dot_v1_dot_user__pb2.LogoutRequest.FromString,
+                    response_serializer=portico_dot_user_dot_v1_dot_user__pb2.LogoutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +330,33 @@ class UserService:
             '/portico.user.v1.UserService/Login',
             portico_dot_user_dot_v1_dot_user__pb2.LoginRequest.SerializeToString,
             portico_dot_user_dot_v1_dot_user__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portico.user.v1.UserService/Logout',
+            portico_dot_user_dot_v1_dot_user__pb2.LogoutRequest.SerializeToString,
+            portico_dot_user_dot_v1_dot_user__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,
