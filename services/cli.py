@@ -1,4 +1,5 @@
-"""The `portico` command: run a service, the gateway or the whole stack, or migrate."""
+"""The `portico` command: run a service, the gateway or the whole stack, migrate, or watch a
+running gateway (`portico top`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ def _gateway(argv: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv])
 
 
+def _top(argv: list[str]) -> int:
+    # A view of the gateway, part of it (gateway/top.py): a program of its own, like `gateway`.
+    os.execv(sys.executable, [sys.executable, "-m", "gateway.top", *argv])
+
+
 def _up(argv: list[str]) -> int:
     # The development stack lives in a checkout of the project (scripts/devstack), not in
     # the installed package: production runs the gateway and services on their own.
@@ -78,12 +84,14 @@ def parser() -> argparse.ArgumentParser:
 
     # Programs of their own, handed the rest of the command line (see `main`).
     commands.add_parser("gateway", help="run the REST gateway (--port, --host, --workers)")
+    commands.add_parser("top", help="watch a running gateway in this terminal "
+                        "(--url, --token, --once)")
     commands.add_parser("up", help="run the whole development stack in the foreground "
                         "(--port, --host, --instances, --base-port)")
     return top
 
 
-PROGRAMS = {"gateway": _gateway, "up": _up}
+PROGRAMS = {"gateway": _gateway, "top": _top, "up": _up}
 
 
 def main(argv: list[str] | None = None) -> int:
