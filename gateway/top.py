@@ -31,6 +31,9 @@ OWN_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/admin/upstreams"})
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a gateway's scrape is tens of KiB; anything else is wrong
 CLEAR = "\x1b[H\x1b[2J"
 BREAKER_STATES = {0.0: "closed", 1.0: "half-open", 2.0: "open"}  # portico_breaker_state
+# The codes that count against a breaker (gateway/upstream/call.py's SERVER_SIDE, by name: this
+# view stays clear of grpc): a NOT_FOUND is an answer, not an instance failing.
+FAILURES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN"})
 
 Labels = tuple[tuple[str, str], ...]
 Where = Callable[[dict[str, str]], bool]
@@ -156,7 +159,7 @@ def instances(now: Change, since: Change, admin: dict | None) -> list[dict]:
     for (service, address), row in sorted(rows.items()):
         mine = {code: n for (s, a, code), n in calls.items() if (s, a) == (service, address)}
         row["calls"] = sum(mine.values())
-        row["failed"] = sum(n for code, n in mine.items() if code != "OK")
+        row["failed"] = sum(n for code, n in mine.items() if code in FAILURES)
         row["total"] = totals.get((service, address), 0.0)
     return [rows[key] for key in sorted(rows)]
 

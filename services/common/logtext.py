@@ -37,7 +37,8 @@ class TextFormatter(logging.Formatter):
         level = _LEVELS.get(record.levelname, record.levelname).ljust(5)
         if self._colour:
             level = f"{_COLOURS.get(record.levelname, '')}{level}{_RESET}"
-        fields = extras(record)
+        # uvicorn's `color_message` is its own coloured copy of the message: noise here.
+        fields = [(key, value) for key, value in extras(record) if key != "color_message"]
         request_id = request_id_var.get()
         if request_id != "-":  # "-": logged outside any request
             fields.insert(0, ("request_id", request_id))

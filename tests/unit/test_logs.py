@@ -81,8 +81,9 @@ def test_forced_text_on_a_file_has_no_colour_and_no_colour_is_heeded(monkeypatch
     monkeypatch.setenv("PORTICO_LOG_FORMAT", "text")
     stream = io.StringIO()
     configure_logging("gateway", stream=stream)
-    line = _log_one(stream, client=None)
+    line = _log_one(stream, client=None, color_message="uvicorn's coloured copy")
     assert "\x1b[" not in line and line.count("\n") == 1 and " WARN  gateway " in line
+    assert "color_message" not in line
     monkeypatch.setenv("NO_COLOR", "1")
     terminal = Terminal()
     configure_logging("gateway", stream=terminal)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.top import NOTHING, Change, Scrape, figures, instances
+from gateway.top import FAILURES, NOTHING, Change, Scrape, figures, instances
 from gateway.topview import Frame, render
+from gateway.upstream.call import SERVER_SIDE
 
 
 def scrape(at: float, text: str) -> Scrape:
@@ -64,11 +65,16 @@ portico_breaker_state{service="product",instance="a:1"} 0
 # TYPE portico_upstream_calls_total counter
 portico_upstream_calls_total{service="product",instance="a:1",code="OK"} 8
 portico_upstream_calls_total{service="product",instance="a:1",code="UNAVAILABLE"} 2
+portico_upstream_calls_total{service="product",instance="a:1",code="NOT_FOUND"} 5
 """
     after = scrape(2.0, text)
     admin = {"product": [{"address": "a:1", "healthy": False, "breaker": "half-open"},
                          {"address": "b:2", "healthy": True, "breaker": "closed"}]}
     rows = instances(Change(NOTHING, after), Change(NOTHING, after), admin)
     assert [(r["instance"], r["healthy"], r["breaker"], r["calls"], r["failed"], r["total"])
-            for r in rows] == [("a:1", 0.0, "half-open", 10, 2, 10),
+            for r in rows] == [("a:1", 0.0, "half-open", 15, 2, 15),
                                ("b:2", 1.0, "closed", 0, 0, 0)]
+
+
+def test_failures_are_the_codes_that_count_against_a_breaker() -> None:
+    assert FAILURES == {code.name for code in SERVER_SIDE}
