@@ -10,7 +10,8 @@ protos: bootstrap
 	@scripts/gen_protos.sh
 
 test: bootstrap
-	@scripts/bootstrap.sh wrk  # the benchmark's smoke test drives load with wrk
+	@# wrk: the benchmark's smoke test drives load with it; promtool checks the alert rules
+	@scripts/bootstrap.sh wrk promtool
 	$(PY) -m pytest
 
 up: bootstrap

@@ -12,8 +12,17 @@ have_postgres() {
 missing=()
 have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-for tool in "$@"; do  # extra Debian packages a caller asks for, such as wrk for the benchmark
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+# The Debian package of a command, where the names differ. promtool (the tests check the alert
+# rules with it) comes with Debian's prometheus package; on a machine that runs systemd, that
+# package also enables a Prometheus service of its own.
+package_of() {
+  case "$1" in
+    promtool) echo prometheus ;;
+    *) echo "$1" ;;
+  esac
+}
+for tool in "$@"; do  # extra commands a caller asks for, such as wrk for the benchmark
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$(package_of "$tool")")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""

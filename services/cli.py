@@ -1,5 +1,6 @@
 """The `portico` command: run a service, the gateway or the whole stack, migrate, make an admin,
-or issue a certificate of the development CA to an internal program."""
+issue a certificate of the development CA to an internal program, or watch a running gateway
+(`portico top`)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,11 @@ def _gateway(argv: list[str]) -> int:
     os.execv(sys.executable, [sys.executable, "-m", "gateway", *argv])
 
 
+def _top(argv: list[str]) -> int:
+    # A view of the gateway, part of it (gateway/top.py): a program of its own, like `gateway`.
+    os.execv(sys.executable, [sys.executable, "-m", "gateway.top", *argv])
+
+
 def _up(argv: list[str]) -> int:
     # The development stack lives in a checkout of the project (scripts/devstack), not in
     # the installed package: production runs the gateway and services on their own.
@@ -132,12 +138,14 @@ def parser() -> argparse.ArgumentParser:
 
     # Programs of their own, handed the rest of the command line (see `main`).
     commands.add_parser("gateway", help="run the REST gateway (--port, --host, --workers)")
+    commands.add_parser("top", help="watch a running gateway in this terminal "
+                        "(--url, --token, --once)")
     commands.add_parser("up", help="run the whole development stack in the foreground "
                         "(--port, --host, --instances, --base-port)")
     return top
 
 
-PROGRAMS = {"gateway": _gateway, "up": _up}
+PROGRAMS = {"gateway": _gateway, "top": _top, "up": _up}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,9 @@ log = logging.getLogger("portico.access")
 
 MAX_LOGGED_PATH = 256
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# Probes and scrapes come every few seconds from machines: at INFO they would drown the lines
+# of the requests people make. They log at DEBUG (PORTICO_LOG_LEVEL=DEBUG shows them).
+ROUTINE = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class AccessLog:
@@ -25,8 +28,9 @@ class AccessLog:
         method_label = method if method in _METHODS else "other"
         metrics.child(metrics.REQUESTS, label, method_label, str(status)).inc()
         metrics.child(metrics.LATENCY, label, method_label).observe(elapsed)
-        if self.enabled and log.isEnabledFor(logging.INFO):
-            log.info("request", extra={
+        level = logging.DEBUG if label in ROUTINE else logging.INFO
+        if self.enabled and log.isEnabledFor(level):
+            log.log(level, "request", extra={
                 "method": method_label, "path": path[:MAX_LOGGED_PATH], "route": label,
                 "status": status, "duration_ms": round(elapsed * 1000, 2), "bytes": sent,
                 "client": client,

@@ -20,6 +20,9 @@ from services.common.logs import request_id_var
 log = logging.getLogger("portico.rpc")
 
 REQUEST_ID_KEY = "x-request-id"
+# Health checks and reflection come from machines (balancers, probes, grpcurl): their lines
+# log at DEBUG, so that INFO shows the calls that do the work.
+ROUTINE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class RequestContextInterceptor(grpc.aio.ServerInterceptor):
@@ -58,6 +61,7 @@ class RequestContextInterceptor(grpc.aio.ServerInterceptor):
 def _wrap(handler: grpc.RpcMethodHandler, method: str,
           admission: Admission) -> grpc.RpcMethodHandler:
     inner = handler.unary_unary
+    level = logging.DEBUG if method.startswith(ROUTINE_PREFIXES) else logging.INFO
 
     async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
         token = request_id_var.set(_request_id(context.invocation_metadata()))
@@ -79,8 +83,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str,
             log.exception("unhandled error in %s", method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            if log.isEnabledFor(logging.INFO):
-                log.info("rpc", extra={
+            if log.isEnabledFor(level):
+                log.log(level, "rpc", extra={
                     "method": method,
                     "code": getattr(code, "name", str(code)),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
