@@ -57,9 +57,10 @@ class RedisServer(EmbeddedServer):
             self._executable, str(self._config_path),
             *("--port", str(self.port), "--bind", LOCALHOST, "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--appendonly", "no", *snapshots),
-            # Bounded whatever clients do: past it, keys with a TTL go first (cache entries,
-            # buckets); the cache's generation keys have none and are never evicted.
-            *("--maxmemory", MAX_MEMORY, "--maxmemory-policy", "volatile-lru"),
+            # Bounded whatever clients do: past it, the keys with a TTL closest to expiry go
+            # first (rate buckets, then cache entries); revocations, kept for a token lifetime,
+            # last; the cache's generation keys have no TTL and are never evicted.
+            *("--maxmemory", MAX_MEMORY, "--maxmemory-policy", "volatile-ttl"),
         ]
 
     def _accepts_connections(self) -> bool:

@@ -140,7 +140,7 @@ def test_test_mode_redis_writes_nothing_to_disk(tmp_path: Path) -> None:
     assert not (tmp_path / "redis" / "dump.rdb").exists()
 
 
-def test_redis_memory_is_bounded_and_evicts_only_keys_with_a_ttl(tmp_path: Path) -> None:
+def test_redis_memory_is_bounded_and_evicts_keys_nearest_expiry_first(tmp_path: Path) -> None:
     with RedisServer(tmp_path / "redis") as server:
         client = redis.Redis.from_url(server.url)
         try:
@@ -148,7 +148,7 @@ def test_redis_memory_is_bounded_and_evicts_only_keys_with_a_ttl(tmp_path: Path)
         finally:
             client.close()
     assert int(config["maxmemory"]) == 256 * 1024 * 1024
-    assert config["maxmemory-policy"] == "volatile-lru"
+    assert config["maxmemory-policy"] == "volatile-ttl"
 
 
 def test_secantus_answers_pymongo_and_keeps_data_across_restart(tmp_path: Path) -> None:
