@@ -32,8 +32,10 @@ from gateway.edge.context import STATE_KEY, EdgeContext
 from gateway.edge.request import EdgeRequest, Limits
 from gateway.edge.respond import (
     BodyError,
+    Capture,
     EdgeHeaders,
     Streamed,
+    for_fastapi,
     problem_answer,
     read_body,
     replay,
@@ -217,8 +219,8 @@ class EdgePipeline:
         """The upstream's answer for the cache: the dispatcher's, or FastAPI's captured."""
         if self._direct_route(route, context):
             return await self._direct(route, context)
-        capture = _Capture()
-        await self.app(_for_fastapi(scope, request), receive, capture)
+        capture = Capture()
+        await self.app(for_fastapi(scope, request), receive, capture)
         return capture.answer()
 
     def _direct_route(self, route: Route | None, context: EdgeContext) -> bool:
@@ -237,7 +239,7 @@ class EdgePipeline:
         request = exchange.request
         streamed = Streamed(exchange.send, exchange.finish, head=request.method == "HEAD")
         try:
-            await self.app(_for_fastapi(scope, request), receive, streamed)
+            await self.app(for_fastapi(scope, request), receive, streamed)
         finally:
             exchange.status, exchange.sent = streamed.status, streamed.sent
 
@@ -277,32 +279,3 @@ def _refused(decision: Decision) -> Problem:
     # Retry-After comes with the decision's RateLimit headers.
     return Problem(429, f"rate limit exceeded; try again in {decision.retry_after_seconds} s",
                    code="RATE_LIMITED")
-
-
-def _for_fastapi(scope: Scope, request: EdgeRequest) -> Scope:
-    """The scope FastAPI routes: the path without its trailing slash, HEAD served as GET (the
-    pipeline drops the body)."""
-    if request.path == scope["path"] and request.method != "HEAD":
-        return scope
-    return {**scope, "path": request.path, "raw_path": request.path.encode(),
-            "method": "GET" if request.method == "HEAD" else request.method}
-
-
-class _Capture:
-    """A `send` that keeps FastAPI's answer whole (for the cache)."""
-
-    def __init__(self) -> None:
-        self.status = 500
-        self.headers: Headers = []
-        self.chunks: list[bytes] = []
-
-    async def __call__(self, message: dict) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ())]
-        elif message["type"] == "http.response.body":
-            self.chunks.append(message.get("body", b""))
-
-    def answer(self) -> Answer:
-        return Answer(self.status, self.headers, b"".join(self.chunks))
-

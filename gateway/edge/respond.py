@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.answer import Answer, Headers
-from gateway.edge.request import too_large
+from gateway.edge.request import EdgeRequest, too_large
 from gateway.errors import Problem, problem_body, problem_headers
 
 _SECURITY = [
@@ -122,3 +122,32 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return receive_again
+
+
+def for_fastapi(scope: Scope, request: EdgeRequest) -> Scope:
+    """The scope FastAPI routes: the path without its trailing slash, HEAD served as GET (the
+    pipeline drops the body)."""
+    if request.path == scope["path"] and request.method != "HEAD":
+        return scope
+    return {**scope, "path": request.path, "raw_path": request.path.encode(),
+            "method": "GET" if request.method == "HEAD" else request.method}
+
+
+class Capture:
+    """A `send` that keeps FastAPI's answer whole (for the cache)."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.headers: Headers = []
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = [(bytes(n).lower(), bytes(v)) for n, v in message.get("headers", ())]
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+
+    def answer(self) -> Answer:
+        return Answer(self.status, self.headers, b"".join(self.chunks))
+
