@@ -1,6 +1,6 @@
 """Sending the answer, once, with every header the edge adds (request id, RateLimit-*, security
-headers); and reading a request's body whole, bounded in size and time, before FastAPI sees it.
-"""
+headers); reading a request's body whole, bounded in size and time, before FastAPI sees it; and
+what FastAPI is handed and gives back."""
 
 from __future__ import annotations
 
