@@ -9,6 +9,7 @@ a certificate of that stack's CA.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import shutil
 import tempfile
@@ -94,3 +95,20 @@ async def serve(registrations, *, state_dir: Path | None = None, identity: str =
     tls = tls_for(state_dir or session_state_dir(), identity)
     return await create_server(list(registrations), tls=tls,
                                admission=admission or Admission(CallerRules.allow_all()))
+
+
+async def refused_within(make_call, seconds: float = 1.0,
+                         code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED) -> float:
+    """Repeats a call until it is refused with `code`; fails unless that took < `seconds`."""
+    started = time.monotonic()
+    while True:
+        try:
+            await make_call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() == code:
+                took = time.monotonic() - started
+                assert took < seconds, f"refused only after {took:.2f}s"
+                return took
+            raise
+        assert time.monotonic() - started < seconds, "still accepted after a second"
+        await asyncio.sleep(0.02)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 import pytest
@@ -15,7 +14,7 @@ from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
 from scripts.devstack.redis_server import RedisServer
 from tests.integration.order.support import Stack, unique
-from tests.trust import channel, tls_for
+from tests.trust import channel, refused_within, tls_for
 
 PASSWORD = "long-enough-1"
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -48,23 +47,6 @@ async def signed_up(stack: Stack, role: str = "") -> tuple[str, str, str]:
     token = (await stack.users.Login(user_pb2.LoginRequest(email=email,
                                                            password=PASSWORD))).access_token
     return user.id, email, token
-
-
-async def refused_within(make_call, seconds: float = 1.0,
-                         code: grpc.StatusCode = UNAUTHENTICATED) -> float:
-    """Repeats a call until it is refused with `code`; fails unless that took < `seconds`."""
-    started = time.monotonic()
-    while True:
-        try:
-            await make_call()
-        except grpc.aio.AioRpcError as error:
-            if error.code() == code:
-                took = time.monotonic() - started
-                assert took < seconds, f"refused only after {took:.2f}s"
-                return took
-            raise
-        assert time.monotonic() - started < seconds, "still accepted after a second"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_demoted_admin_loses_admin_rights_everywhere_within_a_second(
