@@ -42,7 +42,7 @@ class ProblemModel(BaseModel):
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of the error answers a route can give. Any route answers 401 to a
     token that is bad or revoked (public routes too: a token sent is checked)."""
-    common = (400, 401, 413, 415, 429, 500, 503, 504)
+    common = (400, 401, 408, 413, 414, 415, 429, 431, 500, 503, 504)
     return {
         status: {"model": ProblemModel, "description": "problem details",
                  "content": {"application/problem+json": {}}}
