@@ -17,11 +17,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from services.common.files import create_once
 
 LOCALHOST = "127.0.0.1"
 _LOG_TAIL_LINES = 25
@@ -204,19 +205,9 @@ class EmbeddedServer(abc.ABC):
 
 def stored_password(path: Path) -> str:
     """The password kept in `path` (mode 0600), made once: two processes asking at once get
-    the same one (link() never replaces, so the first file written wins)."""
+    the same one."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".password-")  # 0600
-        try:
-            with os.fdopen(fd, "w") as file:
-                file.write(secrets.token_urlsafe(24) + "\n")
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(temporary)
+        create_once(path, (secrets.token_urlsafe(24) + "\n").encode(), mode=0o600)
     return path.read_text().strip()
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.common.files import create_once, write_atomically
 
 KEY_DIR = "keys"
 PRIVATE_KEY_NAME = "jwt-ed25519.pem"
@@ -66,7 +66,8 @@ def load_or_create_keys(settings: KeySettings) -> tuple[bytes, bytes]:
     private_pem = _read(private_path)
     public_pem = public_pem_of(private_pem)
     if not public_path.exists() or public_path.read_bytes() != public_pem:
-        _write_atomically(public_path, public_pem, mode=0o644)
+        # The same bytes from every writer: whoever lands last is fine.
+        write_atomically(public_path, public_pem, mode=0o644)
     return private_pem, public_pem
 
 
@@ -93,37 +94,10 @@ def verifying_key(settings: KeySettings) -> bytes:
 
 
 def _create_private(path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
+    # Several processes may start at once: the first key written wins, every other one reads it.
+    create_once(path, Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-", suffix=".tmp")  # 0600
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # link() never replaces: the first process to get here wins, and every other one
-            # then reads the winner's complete file instead of its own.
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(temporary)
-
-
-def _write_atomically(path: Path, content: bytes, *, mode: int) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)  # same bytes from every writer: whoever lands last is fine
-    except BaseException:
-        os.unlink(temporary)
-        raise
+        serialization.NoEncryption()), mode=0o600)
 
 
 def _read(path: Path) -> bytes:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import socket
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from services.common.files import create_once, write_atomically
 
 TRUST_DOMAIN = "portico"
 PKI_DIR = "pki"
@@ -101,10 +101,10 @@ def ensure_ca(state_dir: Path) -> tuple[bytes, bytes]:
     cert_path, key_path = ca_paths(state_dir)
     cert_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not key_path.exists():
-        _create_once(key_path, _key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
+        create_once(key_path, _key_pem(ec.generate_private_key(ec.SECP256R1())), mode=0o600)
     key_pem = key_path.read_bytes()
     if not cert_path.exists():
-        _create_once(cert_path, _ca_certificate(_load_key(key_pem)), mode=0o644)
+        create_once(cert_path, _ca_certificate(_load_key(key_pem)), mode=0o644)
     return cert_path.read_bytes(), key_pem
 
 
@@ -153,7 +153,7 @@ def write_issued(out_dir: Path, identity: str, tls: TlsMaterial) -> list[Path]:
                                 (f"{identity}.pem", tls.cert_pem, 0o644),
                                 (f"{identity}-key.pem", tls.key_pem, 0o600)):
         path = out_dir / name
-        _write_atomically(path, content, mode=mode)
+        write_atomically(path, content, mode=mode)
         written.append(path)
     return written
 
@@ -218,32 +218,3 @@ def _read(path: Path | None) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read mTLS file {path}: {error.strerror}") from error
-
-
-def _create_once(path: Path, content: bytes, *, mode: int) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".pki-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        try:
-            # link() never replaces: the first process wins, the others read its file.
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-    finally:
-        os.unlink(temporary)
-
-
-def _write_atomically(path: Path, content: bytes, *, mode: int) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".pki-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
