@@ -10,8 +10,9 @@ protos: bootstrap
 	@scripts/gen_protos.sh
 
 test: bootstrap
-	@# wrk: the benchmark's smoke test drives load with it; promtool checks the alert rules
-	@scripts/bootstrap.sh wrk promtool
+	@# wrk: the benchmark's smoke test drives load with it; promtool checks the alert rules;
+	@# checkov checks deploy/ (in an environment of its own, .venv/tools/checkov)
+	@scripts/bootstrap.sh wrk promtool checkov
 	$(PY) -m pytest
 
 up: bootstrap

@@ -21,7 +21,9 @@ package_of() {
     *) echo "$1" ;;
   esac
 }
+want_checkov=""
 for tool in "$@"; do  # extra commands a caller asks for, such as wrk for the benchmark
+  if [ "$tool" = checkov ]; then want_checkov=1; continue; fi  # from PyPI, below
   command -v "$tool" >/dev/null 2>&1 || missing+=("$(package_of "$tool")")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -44,4 +46,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+
+# checkov (tests/deploy/ runs it over the Kubernetes manifests and the Containerfile) gets a
+# virtual environment of its own, .venv/tools/checkov: its pins (packaging<24 among them)
+# cannot live with the dev extra's pytest in one environment.
+checkov_pin='checkov>=3.2,<4'
+checkov_venv=.venv/tools/checkov
+if [ -n "$want_checkov" ] && { [ ! -x "$checkov_venv/bin/checkov" ] ||
+     [ "$(cat "$checkov_venv/.pin" 2>/dev/null)" != "$checkov_pin" ]; }; then
+  echo "bootstrap: installing $checkov_pin into $checkov_venv"
+  "$python" -m venv "$checkov_venv"
+  "$checkov_venv/bin/python" -m pip install -q "$checkov_pin"
+  echo "$checkov_pin" > "$checkov_venv/.pin"
 fi
