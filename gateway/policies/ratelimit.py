@@ -27,8 +27,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def bucket_key(policy: str, client: str) -> str:
-    """The Redis key of one client's bucket under one policy: the only place keys are made."""
-    return f"{KEY_PREFIX}{policy}:{client}"
+    """The Redis key of one client's bucket under one policy: the only place keys are made.
+    Hash-tagged with the client (`portico:rl:default:{ip:203.0.113.9}`): a bucket is touched
+    alone, so its tag only spreads the clients over a cluster's slots."""
+    return f"{KEY_PREFIX}{policy}:{{{client}}}"
 
 
 @dataclass(frozen=True, slots=True)
