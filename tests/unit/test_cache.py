@@ -12,9 +12,8 @@ from gateway.policies.cache_entry import (
     etag_matches,
     make_etag,
 )
-from services.common.invalidation import collection_generation_key, item_generation_key
-
 from gateway.policies.cache_entry import cache_key as tagged_key
+from services.common.invalidation import collection_generation_key, item_generation_key
 
 PREFIX = "portico:cache:v1:{product}"
 
