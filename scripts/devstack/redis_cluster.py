@@ -130,7 +130,8 @@ class LocalRedisCluster:
                                       f"{result.stderr}")
 
     def wait_until_ok(self, timeout: float | None = None) -> None:
-        """Until every running node says the cluster is ok and knows every other node."""
+        """Until every running node says the cluster is ok and knows every other node, and
+        every replica is in sync with its primary (one that never was cannot take over)."""
         deadline = time.monotonic() + (timeout or self.start_timeout)
         while time.monotonic() < deadline:
             running = [node for node in self.nodes if node.running]
@@ -142,7 +143,10 @@ class LocalRedisCluster:
     @staticmethod
     def _ok(node: ClusterNode, known: int) -> bool:
         info = node.ask("CLUSTER", "INFO")
-        return "cluster_state:ok" in info and f"cluster_known_nodes:{known}" in info
+        if "cluster_state:ok" not in info or f"cluster_known_nodes:{known}" not in info:
+            return False
+        replication = node.ask("INFO", "replication")
+        return "role:master" in replication or "master_link_status:up" in replication
 
     def primary_of(self, key: str) -> ClusterNode:
         """The running node that serves `key` now (as the cluster itself says)."""
@@ -151,6 +155,13 @@ class LocalRedisCluster:
             if node.running and _serves(node.ask("CLUSTER", "NODES"), int(slot)):
                 return node
         raise LookupError(f"no running primary serves slot {slot}")
+
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        """The nodes that replicate `primary` now."""
+        node_id = primary.ask("CLUSTER", "MYID").strip()
+        return [node for node in self.nodes if node.running and node is not primary
+                and f"master_host:{LOCALHOST}" in (info := node.ask("INFO", "replication"))
+                and f"master_port:{primary.port}" in info and node_id]
 
     def primaries(self) -> list[ClusterNode]:
         return [node for node in self.nodes if node.running
