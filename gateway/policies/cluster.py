@@ -23,7 +23,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -34,9 +34,10 @@ from gateway.policies.batch import RedisBatcher
 _NODE_OPTIONS = ("username", "password", "credential_provider", "socket_connect_timeout",
                  "client_name")
 Run = Callable[[RedisBatcher, bool], Awaitable[Any]]
-# Failures after which the slot map may have changed (a primary died, the cluster is electing).
+# Failures after which the slot map may have changed (a primary died, the cluster is electing,
+# the map we hold has a hole).
 _NODE_FAILURES = (RedisConnectionError, RedisTimeoutError, ClusterDownError, OSError,
-                  TimeoutError)
+                  TimeoutError, RedisClusterException)
 
 
 def slot_of(key: str) -> int:
@@ -74,8 +75,12 @@ class ClusterBatcher:
               on_done: Callable[[], None] | None = None) -> None:
         """A write nobody waits for, to the node of its key (args[1]). A slot that moved only
         costs this write (a missed fill), not a Redis failure."""
-        node = self._node_now(args[1])
-        if node is None:  # no map yet: a fill before any lookup cannot happen, so drop it
+        try:
+            node = self._node_now(args[1])
+        except RedisClusterException:  # a slot no node serves now: the fill is dropped
+            self._refresh_soon()
+            node = None
+        if node is None:  # (and with no map yet, which a fill after a lookup never meets)
             if on_done is not None:
                 on_done()
             return
@@ -97,11 +102,11 @@ class ClusterBatcher:
             await client.aclose()
 
     async def _routed(self, key: str, run: Run) -> Any:
-        if not self._ready:
-            await self._cluster.initialize()
-            self._ready = True
-        batcher = self._batcher(self._cluster.nodes_manager.get_node_from_slot(slot_of(key)))
         try:
+            if not self._ready:
+                await self._cluster.initialize()
+                self._ready = True
+            batcher = self._batcher(self._cluster.nodes_manager.get_node_from_slot(slot_of(key)))
             return await run(batcher, False)
         except AskError as error:  # MOVED too: the slot is served elsewhere now
             self._refresh_soon()

@@ -152,3 +152,25 @@ async def test_revocation_keys_are_read_along_on_a_cluster(links, cluster_client
     with pytest.raises(Problem) as caught:
         checked(principal, refused.reads.values)
     assert (caught.value.status, caught.value.code) == (401, "TOKEN_REVOKED")
+
+
+async def test_a_call_sent_to_the_wrong_node_follows_moved(links, cluster_client) -> None:
+    """As after a resharding or a failover the link has not heard of yet: the node answers
+    MOVED, the call is asked again where the slot went, and the map is refreshed."""
+    link = links()
+    item = f"M-{uuid.uuid4().hex[:8]}"
+    key = item_generation_key("product", item)
+    await cluster_client.set(key, 5)
+    read = link.script("return redis.call('GET', KEYS[1])")
+    assert await link.run(read, [key], [], concern="cache") == b"5"
+    manager = link._batcher._cluster.nodes_manager  # the map the link routes by
+    right = manager.slots_cache[slot_of(key)]
+    wrong = next(nodes for nodes in manager.slots_cache.values() if nodes[0] != right[0])
+    manager.slots_cache[slot_of(key)] = wrong
+    assert await link.run(read, [key], [], concern="cache") == b"5"
+    assert link.usable
+    for _ in range(50):  # the refresh, in the background, puts the slot back
+        if manager.slots_cache[slot_of(key)][0] == right[0]:
+            break
+        await asyncio.sleep(0.02)
+    assert manager.slots_cache[slot_of(key)][0] == right[0]
