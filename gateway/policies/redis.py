@@ -62,6 +62,7 @@ class RedisLink:
         self._clock = clock
         self._down = False
         self._retry_at = 0.0
+        self._failures = 0  # failures so far: a call answered says "up" only if none came since
         REDIS_UP.set(1)
 
     @property
@@ -87,12 +88,16 @@ class RedisLink:
                 return None
             # This call probes Redis; the others keep off it until the probe is answered.
             self._retry_at = now + self.retry_interval
+        failures = self._failures
         try:
             reply = await script(keys, args)
         except FAILURES as error:
             self.failed(error, concern=concern)
             return None
-        self._answered()
+        # A call sent before a failure and answered after it (by another node of a cluster,
+        # say) proves nothing about what failed: only one sent since, the probe, ends an outage.
+        if failures == self._failures:
+            self._answered()
         return reply
 
     def later(self, *args: Any, concern: str, on_done: Callable[[], None] | None = None) -> None:
@@ -103,6 +108,7 @@ class RedisLink:
 
     def failed(self, error: BaseException, *, concern: str) -> None:
         REDIS_ERRORS.labels(concern=concern).inc()
+        self._failures += 1
         self._retry_at = self._clock() + self.retry_interval
         if not self._down:
             self._down = True

@@ -6,6 +6,7 @@ decision was a shared one again, and the share of fail-open (local) decisions.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
@@ -30,7 +31,18 @@ async def _promoted(replica: ClusterNode) -> float:
     return time.monotonic()
 
 
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 async def test_a_killed_primary_fails_over_without_5xx(tmp_path, signing_key, monkeypatch):
+    kept = Kept()  # the gateway's logging does not propagate to pytest's capture
+    logging.getLogger("portico.gateway.redis").addHandler(kept)
     decisions: list[tuple[float, str]] = []
     take = RateLimiter.take
 
@@ -70,6 +82,8 @@ async def test_a_killed_primary_fails_over_without_5xx(tmp_path, signing_key, mo
 
                 *_, (killed, promoted) = await asyncio.gather(
                     *(client(n) for n in range(WORKERS)), kill())
+    logging.getLogger("portico.gateway.redis").removeHandler(kept)
+    warnings = kept.records
     local = [at for at, backend in decisions if backend != "redis"]
     back = (max(local) - killed) if local else 0.0
     window = [backend for at, backend in decisions if killed <= at <= killed + back]
@@ -77,8 +91,11 @@ async def test_a_killed_primary_fails_over_without_5xx(tmp_path, signing_key, mo
           f"decision shared again {back:.2f} s after it; {len(decisions)} decisions in "
           f"{DURATION:.0f} s, {len(local)} fail-open ({len(local) / len(decisions):.1%} of all, "
           f"{len(local) / max(1, len(window)):.1%} of those in the failover window); "
-          f"statuses {dict(statuses)}")
+          f"statuses {dict(statuses)}; outage warnings logged: {len(warnings)}")
     assert set(statuses) == {200}, statuses
     assert local, "the kill was never noticed"
     assert all(backend in ("redis", "local") for _, backend in decisions)
     assert max(local) < started + DURATION - 1, "the shared buckets did not come back"
+    # At most one outage line per retry interval of the failover (a probe that reached a live
+    # primary resumes the shared policies until a call meets the dead one again).
+    assert 1 <= len(warnings) <= back / 0.5 + 2
