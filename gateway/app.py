@@ -50,7 +50,7 @@ def all_routes():
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis_url, settings.redis_mode)
     link = RedisLink(client, timeout=settings.redis_timeout_seconds)
     upstream = Upstream(
         {label: (SERVICES[label], getattr(settings, f"{label}_addrs")) for label in SERVICES},

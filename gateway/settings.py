@@ -6,7 +6,7 @@ import functools
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -24,6 +24,8 @@ class GatewaySettings(BaseSettings):
     product_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50061"])
     order_addrs: AddressList = Field(default_factory=lambda: ["127.0.0.1:50071"])
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # standalone: redis_url is the server; cluster: a seed node of a Redis Cluster.
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
     # Bounds every Redis call of the edge policies: a slower Redis counts as down (the
     # policies then fall back on their own, see gateway/policies.py).
     redis_timeout_seconds: float = Field(0.25, gt=0, le=10)

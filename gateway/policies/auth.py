@@ -96,7 +96,7 @@ def revocation_keys(principal: Principal) -> tuple[str, ...]:
     claims = principal.claims
     if claims.token_id is None:
         return (valid_after_key(claims.subject),)
-    return (valid_after_key(claims.subject), denied_key(claims.token_id))
+    return (valid_after_key(claims.subject), denied_key(claims.subject, claims.token_id))
 
 
 def checked(principal: Principal, values: tuple[bytes | None, ...] | None) -> Principal:

@@ -80,9 +80,10 @@ class RedisBatcher:
     callbacks), errors as the plain client raises them."""
 
     def __init__(self, client: Redis, *, timeout: float, max_batch: int = 128,
-                 linger: float = 0.002) -> None:
+                 linger: float = 0.002, name: str = "redis") -> None:
         if timeout <= 0 or max_batch < 1 or linger < 0:
             raise ValueError("timeout must be positive, max_batch at least 1, linger >= 0")
+        self.name = name  # the node it talks to, on a cluster
         self._client = client
         self._timeout = timeout
         self._max_batch = max_batch
@@ -97,8 +98,9 @@ class RedisBatcher:
         """A callable `(keys, args) -> answer` running the Lua `text` through the batcher."""
         script = self._client.register_script(text)
 
-        async def run(keys: list[str], args: list[Any]) -> Any:
-            return await self._call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+        async def run(keys: list[str], args: list[Any], *, asking: bool = False) -> Any:
+            return await self._call(("EVALSHA", script.sha, len(keys), *keys, *args), script,
+                                    asking=asking)
 
         return run
 
@@ -133,8 +135,13 @@ class RedisBatcher:
         if self._pending and not self._sending:
             self._spawn()
 
-    async def _call(self, args: tuple[Any, ...], script: AsyncScript | None) -> Any:
+    async def _call(self, args: tuple[Any, ...], script: AsyncScript | None, *,
+                    asking: bool = False) -> Any:
         future = asyncio.get_running_loop().create_future()
+        if asking:
+            # A cluster node importing a slot serves its keys only to the command right after
+            # an ASKING on the same connection: both are queued together, so they go out so.
+            self._pending.append(_Call(("ASKING",), None, None))
         self._pending.append(_Call(args, script, future))
         if not self._sending:
             # Nothing in flight: this caller sends, with whatever else is queued, and needs no

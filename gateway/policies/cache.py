@@ -64,7 +64,8 @@ def cache_request(rule: CacheRule, *, path: str, params: dict[str, str],
     no_store = "no-store" in control
     revalidate = (no_store or "no-cache" in control or "max-age=0" in control
                   or "no-cache" in directives(pragma))
-    return CacheRequest(cache_key(path, query), rule.generation_keys(params), head=head,
+    return CacheRequest(cache_key(path, query, tag=rule.tag(params)),
+                        rule.generation_keys(params), head=head,
                         revalidate=revalidate, no_store=no_store, if_none_match=if_none_match)
 
 

@@ -2,6 +2,18 @@
 
 Pure functions and values, no I/O: the Redis side is in cache_store.py, the decisions in
 cache.py.
+
+A page's key carries the hash tag of the one generation the page follows
+(services/common/invalidation.py), so on a Redis Cluster the entry and its generation are in one
+slot and a lookup is one script:
+
+    portico:cache:v1:{product:P001}/products/P001        an item page, with its item's generation
+    portico:cache:v1:{product}/products?limit=20         a list page, with the collection's
+
+Every list page of a kind thus shares one slot with the collection's generation. That slot is
+read by every list request anyway (each reads the collection's generation), so keeping the
+entries there adds their bytes to that node, not another node to ask; item pages, the bulk of a
+catalogue's reads, spread over the slots by item.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import orjson
 from services.common.invalidation import (
     PREFIX,
     collection_generation_key,
+    generation_tag,
     item_generation_key,
 )
 
@@ -46,23 +59,30 @@ class CacheRule:
             return (collection_generation_key(self.kind),)
         return (item_generation_key(self.kind, params[self.id_field]),)
 
+    def tag(self, params: dict[str, str]) -> str:
+        """The hash tag of a page's entry: that of the generation it follows."""
+        if self.id_field is None:
+            return generation_tag(self.kind)
+        return generation_tag(self.kind, params[self.id_field])
+
 
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")
 
 
-def cache_key(path: str, query: Iterable[tuple[str, str]] = ()) -> str:
-    """The Redis key of a request: its path without a trailing slash, then its query
-    parameters (already validated and canonical) sorted by name, so that equal requests share
-    one key."""
+def cache_key(path: str, query: Iterable[tuple[str, str]] = (), *, tag: str) -> str:
+    """The Redis key of a request: the hash tag of its generation (`CacheRule.tag`), its path
+    without a trailing slash, then its query parameters (already validated and canonical)
+    sorted by name, so that equal requests share one key."""
     normalised = path.rstrip("/") or "/"
     if not _PLAIN_PATH.fullmatch(normalised):  # a path of ids needs no escaping
         normalised = quote(normalised, safe="/:@!$&'()*+,;=-._~")
     pairs = sorted(query)
     if pairs:
         normalised += "?" + urlencode(pairs, quote_via=quote, safe="-._~")
-    if len(KEY_PREFIX) + len(normalised) > MAX_KEY_LENGTH:
-        return KEY_PREFIX + "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
-    return KEY_PREFIX + normalised
+    prefix = f"{KEY_PREFIX}{{{tag}}}"
+    if len(prefix) + len(normalised) > MAX_KEY_LENGTH:
+        return prefix + "sha256:" + hashlib.sha256(normalised.encode()).hexdigest()
+    return prefix + normalised
 
 
 def make_etag(body: bytes) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 
-import redis.asyncio as redis
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +15,7 @@ from gateway.errors import Problem
 from gateway.policies.access import authorize
 from gateway.routes.table import Access, own
 from gateway.upstream.call import Upstream
+from services.common.redisconn import FAILURES, AnyRedis
 
 # Probes and scrapes are never rate limited (nor shed: gateway/edge/admission.py).
 HEALTHZ = own("GET", "/healthz")
@@ -29,7 +29,7 @@ DOCS_ASSETS = own("GET", "/docs/static", rate="default", docs=True)  # a prefix
 ROUTES = (HEALTHZ, READYZ, METRICS, UPSTREAMS, OPENAPI, DOCS, REDOC)
 
 
-def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
+def router(upstream: Upstream, redis_client: AnyRedis | None) -> APIRouter:
     api = APIRouter(include_in_schema=False)
 
     @api.get("/healthz")
@@ -43,7 +43,7 @@ def router(upstream: Upstream, redis_client: redis.Redis | None) -> APIRouter:
             try:
                 async with asyncio.timeout(1):
                     checks["redis"] = bool(await redis_client.ping())
-            except (redis.RedisError, OSError, TimeoutError):
+            except FAILURES:  # a cluster without a map of its slots raises no RedisError
                 checks["redis"] = False
         if not all(checks.values()):
             down = ", ".join(sorted(name for name, ok in checks.items() if not ok))

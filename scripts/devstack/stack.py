@@ -108,6 +108,10 @@ class Stack:
         urls = {"DATABASE_URL": config.database_url or os.environ.get("PORTICO_DATABASE_URL"),
                 "REDIS_URL": config.redis_url or os.environ.get("PORTICO_REDIS_URL"),
                 "MONGODB_URI": config.mongodb_uri or os.environ.get("PORTICO_MONGODB_URI")}
+        if not urls["REDIS_URL"] and os.environ.get("PORTICO_REDIS_MODE") == "cluster":
+            # The embedded Redis is one standalone server: a cluster is the operator's own.
+            raise SystemExit("PORTICO_REDIS_MODE=cluster needs PORTICO_REDIS_URL naming a node "
+                             "of your Redis Cluster (the embedded Redis is standalone)")
         embedded = {
             "DATABASE_URL": lambda: PostgresServer(state / "postgres", fast=config.fast_databases),
             "REDIS_URL": lambda: RedisServer(state / "redis", persistent=True),

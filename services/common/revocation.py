@@ -1,12 +1,20 @@
 """Rights that end: the moment a user's tokens stopped being valid, and tokens ended one by one.
 
-The user service writes, the services (and the gateway) read, all through the names defined here:
+The user service writes, the services (and the gateway) read, all through the names defined here
+(`<sub>` is the user's id, `<jti>` the token's):
 
-    portico:auth:valid-after:{sub}  seconds since the epoch (a float); a token of that user
-                                    issued at or before it is revoked (deletion, role change,
-                                    password change). Kept for the token lifetime.
-    portico:auth:denied:{jti}       "1": that one token is revoked (Logout). Kept until the
-                                    token's own expiry.
+    portico:auth:valid-after:{user:<sub>}     seconds since the epoch (a float); a token of
+                                              that user issued at or before it is revoked
+                                              (deletion, role change, password change). Kept
+                                              for the token lifetime.
+    portico:auth:denied:{user:<sub>}:<jti>    "1": that one token is revoked (Logout). Kept
+                                              until the token's own expiry.
+
+Both are hash-tagged with the user (Redis Cluster hashes only the part in braces; the `user:`
+keeps a tag from being empty, which would hash the whole name instead): a token's two
+keys are in one slot, so one MGET (or one script at the edge) reads them on a cluster too. A tag
+per token for the denied key would spread logouts a little more, but would put every check in
+two slots, two commands; a user's keys are few and small, so a slot per user is no hot spot.
 
 Every call reads both keys of its token in one round trip (MGET); an answer is remembered for at
 most `memo_seconds` (0.5), so a revocation is seen everywhere within a second. When Redis cannot
@@ -18,25 +26,27 @@ from __future__ import annotations
 import logging
 import time
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from services.common.identity import Claims
+from services.common.redisconn import FAILURES, AnyRedis, RedisMode, connect
 
 log = logging.getLogger("portico.revocation")
 
 PREFIX = "portico:auth"
 
 
+def user_tag(subject: str) -> str:
+    """The hash tag of a user's revocation keys."""
+    return f"{{user:{subject}}}"
+
+
 def valid_after_key(subject: str) -> str:
     """Holds the moment the tokens of user `subject` stopped being valid."""
-    return f"{PREFIX}:valid-after:{subject}"
+    return f"{PREFIX}:valid-after:{user_tag(subject)}"
 
 
-def denied_key(token_id: str) -> str:
-    """Exists while the token with this jti is ended (logged out)."""
-    return f"{PREFIX}:denied:{token_id}"
+def denied_key(subject: str, token_id: str) -> str:
+    """Exists while the token with this jti (of user `subject`) is ended (logged out)."""
+    return f"{PREFIX}:denied:{user_tag(subject)}:{token_id}"
 
 
 def is_revoked(claims: Claims, valid_after: float | None, denied: bool) -> bool:
@@ -54,10 +64,9 @@ def parse_valid_after(raw: bytes | str | None) -> float | None:
         return None
 
 
-def redis_client(url: str, *, timeout: float) -> redis.Redis:
+def redis_client(url: str, *, timeout: float, mode: RedisMode = "standalone") -> AnyRedis:
     """A client that fails fast: a Redis that does not answer within `timeout` counts as down."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0))
+    return connect(url, mode=mode, timeout=timeout, connect_timeout=timeout)
 
 
 class RevocationReader:
@@ -65,7 +74,7 @@ class RevocationReader:
     read (or none is configured). After a failure Redis is not asked again for `retry_after`
     seconds, so an outage costs calls no waiting. `unverified` counts the calls answered None."""
 
-    def __init__(self, client: redis.Redis | None, *, memo_seconds: float = 0.5,
+    def __init__(self, client: AnyRedis | None, *, memo_seconds: float = 0.5,
                  retry_after: float = 0.5, memo_size: int = 10_000) -> None:
         self._client = client
         self._memo_seconds = memo_seconds
@@ -94,10 +103,10 @@ class RevocationReader:
             return self._unknown(None)
         keys = [valid_after_key(claims.subject)]
         if claims.token_id:
-            keys.append(denied_key(claims.token_id))
+            keys.append(denied_key(claims.subject, claims.token_id))
         try:
-            values = await self._client.mget(keys)
-        except (redis.RedisError, OSError, TimeoutError) as error:
+            values = await self._client.mget(keys)  # one slot: both keys carry the user's tag
+        except FAILURES as error:
             self._down_until = time.monotonic() + self._retry_after
             return self._unknown(error)
         if self._down:

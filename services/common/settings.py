@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,8 @@ class ServiceSettings(BaseSettings):
     mongodb_uri: str | None = Field(None, description="MongoDB URI (product service)")
     mongodb_database: str = "portico"
     redis_url: str | None = Field(None, description="Redis URL for cache invalidation signals")
+    # standalone: redis_url is the server; cluster: a seed node of a Redis Cluster.
+    redis_mode: Literal["standalone", "cluster"] = "standalone"
 
     user_addrs: AddressList = Field(default_factory=list)
     product_addrs: AddressList = Field(default_factory=list)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import redis.asyncio as redis
 from google.protobuf.descriptor import ServiceDescriptor
 
 from services.common.admission import Admission
@@ -14,6 +13,7 @@ from services.common.callers import CallerRules, Table
 from services.common.identity import TokenVerifier
 from services.common.jwtkeys import verifying_key
 from services.common.pki import TlsMaterial, material, served_hosts
+from services.common.redisconn import AnyRedis
 from services.common.revocation import RevocationReader, redis_client
 from services.common.settings import ServiceSettings
 
@@ -27,7 +27,7 @@ class Trust:
     admission: Admission
     tokens: TokenVerifier
     revocation: RevocationReader
-    redis: redis.Redis | None
+    redis: AnyRedis | None
 
     async def close(self) -> None:
         await self.revocation.close()
@@ -39,8 +39,8 @@ def build_trust(settings: ServiceSettings, identity: str,
     `host`."""
     tls = material(settings, identity, hosts=served_hosts(host))
     tokens = TokenVerifier(verifying_key(settings), issuer=settings.jwt_issuer)
-    client = redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds) \
-        if settings.redis_url else None
+    client = redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds,
+                          mode=settings.redis_mode) if settings.redis_url else None
     revocation = RevocationReader(client)
     admission = Admission(CallerRules(tables), tokens=tokens, revocation=revocation)
     return Trust(tls, admission, tokens, revocation, client)

@@ -31,7 +31,7 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
     uri, database = _mongo(settings)
     trust = build_trust(settings, "product", {access.SERVICE: access.CALLERS}, host=host)
     store = product_store.ProductStore.connect(uri, database)
-    signals = CacheSignals(settings.redis_url)
+    signals = CacheSignals(settings.redis_url, mode=settings.redis_mode)
 
     async def cleanup() -> None:
         await signals.close()

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable
 
-import redis.asyncio as redis
-
+from services.common.redisconn import FAILURES, AnyRedis
 from services.common.revocation import denied_key, valid_after_key
 
 log = logging.getLogger("portico.user.revoker")
@@ -36,7 +36,7 @@ class Revoker:
     """Ends a user's tokens (`end_tokens`) or one token (`deny`), in Redis, retried until
     delivered. Without Redis it only logs: then no service can read revocations either."""
 
-    def __init__(self, client: redis.Redis | None, *, token_ttl: float,
+    def __init__(self, client: AnyRedis | None, *, token_ttl: float,
                  retry_interval: float = 0.5, timeout: float = 0.5) -> None:
         self._client = client
         self._raise = client.register_script(_RAISE) if client is not None else None
@@ -44,7 +44,7 @@ class Revoker:
         self._retry_interval = retry_interval
         self._timeout = timeout
         self._valid_after: dict[str, float] = {}
-        self._denied: dict[str, float] = {}
+        self._denied: dict[tuple[str, str], float] = {}
         self._retrier: asyncio.Task | None = None
         self._down = False
 
@@ -53,9 +53,9 @@ class Revoker:
         self._valid_after[subject] = max(at, self._valid_after.get(subject, at))
         await self._deliver()
 
-    async def deny(self, token_id: str, expires_at: float) -> None:
-        """The token with this id is revoked until it expires anyway."""
-        self._denied[token_id] = expires_at
+    async def deny(self, subject: str, token_id: str, expires_at: float) -> None:
+        """The token with this id (of user `subject`) is revoked until it expires anyway."""
+        self._denied[(subject, token_id)] = expires_at
         await self._deliver()
 
     @property
@@ -77,18 +77,8 @@ class Revoker:
         now = time.time()
         try:
             async with asyncio.timeout(self._timeout * 2):
-                pipe = self._client.pipeline(transaction=False)
-                for subject, at in valid_after.items():
-                    ttl = _seconds_left(at + self._token_ttl, now)
-                    if ttl > 0:
-                        await self._raise(keys=[valid_after_key(subject)], args=[repr(at), ttl],
-                                          client=pipe)
-                for token_id, expires_at in denied.items():
-                    ttl = _seconds_left(expires_at, now)
-                    if ttl > 0:
-                        pipe.set(denied_key(token_id), "1", ex=ttl)
-                await pipe.execute()
-        except (redis.RedisError, OSError, TimeoutError) as error:
+                await asyncio.gather(*self._writes(valid_after, denied, now))
+        except FAILURES as error:
             if not self._down:
                 log.error("revocations deferred: Redis unavailable",
                           extra={"pending": self.pending, "error": str(error)})
@@ -97,12 +87,27 @@ class Revoker:
         for subject, at in valid_after.items():
             if self._valid_after.get(subject) == at:
                 del self._valid_after[subject]
-        for token_id in denied:
-            self._denied.pop(token_id, None)
+        for token in denied:
+            self._denied.pop(token, None)
         if self._down:
             log.warning("deferred revocations delivered")
         self._down = False
         return True
+
+    def _writes(self, valid_after: dict[str, float], denied: dict[tuple[str, str], float],
+                now: float) -> list[Awaitable]:
+        # One command per key, sent at once (a cluster client sends each to its key's node):
+        # these writes are rare (a logout, a password change), so no pipeline is needed.
+        writes: list[Awaitable] = []
+        for subject, at in valid_after.items():
+            ttl = _seconds_left(at + self._token_ttl, now)
+            if ttl > 0:
+                writes.append(self._raise(keys=[valid_after_key(subject)], args=[repr(at), ttl]))
+        for (subject, token_id), expires_at in denied.items():
+            ttl = _seconds_left(expires_at, now)
+            if ttl > 0:
+                writes.append(self._client.set(denied_key(subject, token_id), "1", ex=ttl))
+        return writes
 
     async def _retry(self) -> None:
         try:

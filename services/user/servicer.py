@@ -155,7 +155,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         if claims.token_id is None:
             raise FailedPrecondition("this token has no id to end; it expires by itself",
                                      reason="TOKEN_WITHOUT_ID")
-        await self._revoker.deny(claims.token_id, claims.expires_at)
+        await self._revoker.deny(claims.subject, claims.token_id, claims.expires_at)
         log.info("logged out", extra={"user_id": claims.subject})
         return user_pb2.LogoutResponse()
 

@@ -9,6 +9,9 @@ The throttle is per account, whoever calls: the gateway, or an internal program 
 
 When Redis cannot be reached logins are not throttled (logged once); the bound on concurrent
 hashes still limits how fast passwords can be tried.
+
+The bucket is one key, the only key its script and the success's DEL touch, so it needs no hash
+tag on a Redis Cluster: accounts spread over the slots by their digests.
 """
 
 from __future__ import annotations
@@ -16,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 
-import redis.asyncio as redis
-
 from services.common.errors import ResourceExhausted
+from services.common.redisconn import FAILURES, AnyRedis
 
 log = logging.getLogger("portico.user.throttle")
 
@@ -55,7 +57,7 @@ def bucket_key(email: str) -> str:
 class LoginThrottle:
     """Refuses logins on an account during its back-off pause."""
 
-    def __init__(self, client: redis.Redis | None, *, free_failures: int = 5,
+    def __init__(self, client: AnyRedis | None, *, free_failures: int = 5,
                  base_seconds: float = 1.0, max_seconds: float = 900.0) -> None:
         self._client = client
         self._attempt = client.register_script(_ATTEMPT) if client is not None else None
@@ -69,7 +71,7 @@ class LoginThrottle:
             return
         try:
             wait_ms = int(await self._attempt(keys=[bucket_key(email)], args=self._args))
-        except (redis.RedisError, OSError, TimeoutError) as error:
+        except FAILURES as error:
             self._unavailable(error)
             return
         self._down = False
@@ -83,7 +85,7 @@ class LoginThrottle:
             return
         try:
             await self._client.delete(bucket_key(email))
-        except (redis.RedisError, OSError, TimeoutError) as error:
+        except FAILURES as error:
             self._unavailable(error)
 
     def _unavailable(self, error: BaseException) -> None:

@@ -191,7 +191,8 @@ async def test_a_miss_then_a_hit_with_age_and_etag(catalogue, link, redis_client
     assert catalogue.calls[product_id] == 1
     assert _counted("hit") == hits_before + 1
     # The entry is in Redis under the normalised key, kept for TTL + max-stale.
-    assert 30_000 < await redis_client.pttl(cache_key(f"/products/{product_id}")) <= 90_000
+    key = cache_key(f"/products/{product_id}", tag=f"product:{product_id}")
+    assert 30_000 < await redis_client.pttl(key) <= 90_000
 
 
 async def test_head_is_answered_from_the_entry_without_a_body(catalogue, link):
@@ -460,7 +461,8 @@ async def test_non_200_answers_are_not_stored(catalogue, link, redis_client):
     assert [(a.status_code, a.headers["x-cache"]) for a in answers] == [(404, "MISS")] * 2
     assert "etag" not in answers[1].headers
     assert catalogue.calls[missing] == 2
-    assert await redis_client.exists(cache_key(f"/products/{missing}")) == 0
+    key = cache_key(f"/products/{missing}", tag=f"product:{missing}")
+    assert await redis_client.exists(key) == 0
 
 
 # --- Redis down ---------------------------------------------------------------------------------

@@ -8,14 +8,19 @@ from gateway.policies.cache_entry import (
     MAX_KEY_LENGTH,
     CacheRule,
     Entry,
-    cache_key,
     directives,
     etag_matches,
     make_etag,
 )
+from gateway.policies.cache_entry import cache_key as tagged_key
 from services.common.invalidation import collection_generation_key, item_generation_key
 
-PREFIX = "portico:cache:v1:"
+PREFIX = "portico:cache:v1:{product}"
+
+
+def cache_key(path: str, query=()) -> str:  # type: ignore[no-untyped-def]
+    """The key of a list page of products (their tag is the collection's)."""
+    return tagged_key(path, query, tag="product")
 
 
 @pytest.mark.parametrize(("path", "query", "key"), [

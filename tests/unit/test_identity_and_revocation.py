@@ -64,8 +64,8 @@ def test_the_bearer_metadata() -> None:
 
 
 def test_the_keys_are_the_documented_ones() -> None:
-    assert valid_after_key("u1") == "portico:auth:valid-after:u1"
-    assert denied_key("t1") == "portico:auth:denied:t1"
+    assert valid_after_key("u1") == "portico:auth:valid-after:{user:u1}"
+    assert denied_key("u1", "t1") == "portico:auth:denied:{user:u1}:t1"
 
 
 @pytest.mark.parametrize("issued_at, valid_after, denied, revoked", [

@@ -173,7 +173,7 @@ def test_the_limiter_refuses_bad_options() -> None:
 
 
 def test_bucket_keys() -> None:
-    assert bucket_key("login", "ip:1.2.3.4") == "portico:rl:login:ip:1.2.3.4"
+    assert bucket_key("login", "ip:1.2.3.4") == "portico:rl:login:{ip:1.2.3.4}"
 
 
 DEFAULT = RatePolicy("default", rate=1, burst=2)
@@ -189,20 +189,20 @@ def test_keys_by_address_principal_and_trusted_proxy() -> None:
     limiter = _limiter(trusted=["10.0.0.0/8"])
     key = limiter.key
     assert key(DEFAULT, peer="203.0.113.9", forwarded_for=None, subject="alice") == \
-        "portico:rl:default:ip:203.0.113.9"
+        "portico:rl:default:{ip:203.0.113.9}"
     assert key(MINE, peer="203.0.113.9", forwarded_for=None, subject="alice") == \
-        "portico:rl:mine:sub:alice"
+        "portico:rl:mine:{sub:alice}"
     assert key(MINE, peer="203.0.113.9", forwarded_for=None, subject=None) == \
-        "portico:rl:mine:ip:203.0.113.9"
+        "portico:rl:mine:{ip:203.0.113.9}"
     # A claimed address counts only from a trusted proxy.
     assert key(DEFAULT, peer="203.0.113.9", forwarded_for="198.51.100.1", subject=None) == \
-        "portico:rl:default:ip:203.0.113.9"
+        "portico:rl:default:{ip:203.0.113.9}"
     assert key(DEFAULT, peer="10.0.0.5", forwarded_for="198.51.100.1", subject=None) == \
-        "portico:rl:default:ip:198.51.100.1"
+        "portico:rl:default:{ip:198.51.100.1}"
     assert key(DEFAULT, peer="2001:db8::1", forwarded_for=None, subject=None) == \
-        "portico:rl:default:ip:2001:db8::/64"
+        "portico:rl:default:{ip:2001:db8::/64}"
     assert _limiter().key(DEFAULT, peer="10.0.0.5", forwarded_for="198.51.100.1",
-                          subject=None) == "portico:rl:default:ip:10.0.0.5"
+                          subject=None) == "portico:rl:default:{ip:10.0.0.5}"
 
 
 async def test_without_redis_the_local_buckets_decide() -> None:

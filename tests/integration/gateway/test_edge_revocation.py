@@ -92,7 +92,7 @@ async def test_a_logged_out_token_is_refused_and_others_of_its_user_are_not(
         products, signing_key, redis_url, observer) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
     (ended, jti), (other, _) = token(signing_key, user), token(signing_key, user)
-    await observer.set(denied_key(jti), "1", ex=600)
+    await observer.set(denied_key(user, jti), "1", ex=600)
     async with gateway_client(settings_for(products[1], signing_key, redis_url)) as http:
         refused = await http.get("/products/R3", headers=bearer(ended))
         fine = await http.get("/products/R3", headers=bearer(other))

@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as redis
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
+from services.common.invalidation import item_generation_key
 from tests.integration.gateway.conftest import gateway_client, grpc_server, settings_for
 
 
@@ -60,6 +61,6 @@ async def test_a_write_seen_in_the_same_round_trip(setup) -> None:
     """The generation read along is the current one: a bump between two GETs is a MISS."""
     http, servicer, observer = setup
     await http.get("/products/RA2")
-    await observer.incr("portico:gen:product:RA2")
+    await observer.incr(item_generation_key("product", "RA2"))
     again = await http.get("/products/RA2")
     assert again.headers["x-cache"] == "MISS" and servicer.calls == 2
