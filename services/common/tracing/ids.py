@@ -14,10 +14,3 @@ def current_trace_id() -> str | None:
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
-
-def sampled_trace_id() -> str | None:
-    """The active span's trace id only when its trace is recorded (sampled): the one worth
-    linking to, from a metric's exemplar."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid and context.trace_flags.sampled \
-        else None

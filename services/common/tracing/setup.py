@@ -80,8 +80,3 @@ def exporter(environ: Mapping[str, str]) -> SpanExporter:
                          f"{', '.join(PROTOCOLS)}")
     return OTLPSpanExporter()
 
-
-def shutdown() -> None:
-    """Exports what is still queued and stops the exporter (also done at exit)."""
-    if _provider is not None:
-        _provider.shutdown()
