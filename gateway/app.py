@@ -20,11 +20,13 @@ from gateway.edge.accesslog import AccessLog
 from gateway.edge.pipeline import EdgeConfig, EdgePipeline
 from gateway.edge.request import Limits
 from gateway.edge.respond import EdgeHeaders
+from gateway.edge.tracing import EdgeTracing
 from gateway.errors import install_handlers
 from gateway.policies.auth import Authenticator, Revocations
 from gateway.policies.cache import ResponseCache
 from gateway.policies.ratelimit import RateLimiter, standard_policies
 from gateway.policies.redis import RedisLink, redis_client
+from gateway.policies.traced import traced
 from gateway.routes import auth, ops, orders, products, users
 from gateway.routes.dispatch import Dispatcher
 from gateway.routes.resolve import RouteTable
@@ -33,6 +35,8 @@ from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
 from services.common.logs import configure_logging
 from services.common.mtls import channel_credentials
 from services.common.pki import material
+from services.common.tracing.setup import configure as configure_tracing
+from services.common.tracing.state import active as tracing_active
 
 VERSION = "0.1.0"
 RESOURCES = (users, auth, products, orders)
@@ -50,6 +54,7 @@ def all_routes():
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
+    configure_tracing("portico-gateway")  # when the OTEL_* settings ask for traces
     client = redis_client(settings.redis_url, settings.redis_mode)
     link = RedisLink(client, timeout=settings.redis_timeout_seconds)
     upstream = Upstream(
@@ -118,6 +123,7 @@ def _edge(settings: GatewaySettings, link: RedisLink, dispatcher: Dispatcher,
     if settings.cache_enabled:
         cache = ResponseCache(link, ttl=settings.cache_ttl_seconds,
                               max_stale=settings.cache_max_stale_seconds)
+    limiter, cache = traced(limiter, cache)  # spans of theirs, while traces are on
     return EdgeConfig(
         table=table,
         authenticator=Authenticator.from_file(settings.public_key_path,
@@ -129,7 +135,9 @@ def _edge(settings: GatewaySettings, link: RedisLink, dispatcher: Dispatcher,
                       max_body_bytes=settings.max_body_bytes),
         headers=EdgeHeaders(hsts=settings.tls_cert_file is not None),
         access_log=AccessLog(enabled=settings.access_log),
-        body_timeout=settings.body_timeout_seconds)
+        body_timeout=settings.body_timeout_seconds,
+        tracing=EdgeTracing(trusted_proxies=settings.trusted_proxies) if tracing_active()
+        else None)
 
 
 def _cors(settings: GatewaySettings) -> list[Middleware]:

@@ -14,6 +14,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 
 REQUESTS = Counter(
     "portico_http_requests_total", "HTTP requests answered", ["route", "method", "status"])
@@ -57,12 +58,16 @@ def child(metric, *values: str):
     return metric.labels(*values)
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text; across every worker process when several share a metrics dir."""
+def render(accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition text; across every worker process when several share a metrics dir.
+    The Prometheus text format, or OpenMetrics when `accept` (the scraper's Accept header) asks
+    for it: only OpenMetrics carries the latency histogram's exemplars (trace ids)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    from prometheus_client import REGISTRY
-
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        multiprocess.MultiProcessCollector(registry)  # keeps no exemplars (prometheus_client)
+    else:
+        from prometheus_client import REGISTRY as registry
+    if accept and "application/openmetrics-text" in accept:
+        encode, content_type = choose_encoder(accept)
+        return encode(registry), content_type
+    return generate_latest(registry), CONTENT_TYPE_LATEST

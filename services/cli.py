@@ -21,6 +21,7 @@ def _service(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(f"{args.name}-service", settings.log_level)
+    _tracing(args.name)
     module = importlib.import_module(f"services.{args.name}.server")
 
     async def run() -> None:
@@ -30,6 +31,16 @@ def _service(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _tracing(name: str) -> None:
+    """Traces, when the OTEL_* settings ask for them (services/common/tracing): before the
+    service makes its store clients, which must be instrumented when they are made."""
+    from services.common.tracing.setup import configure
+    from services.common.tracing.stores import instrument_clients
+
+    if configure(f"portico-{name}") is not None:
+        instrument_clients()
 
 
 def _migrate(args: argparse.Namespace) -> int:

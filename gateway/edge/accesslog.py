@@ -24,10 +24,12 @@ class AccessLog:
         self.enabled = enabled
 
     def record(self, *, method: str, path: str, label: str, status: int, elapsed: float,
-               sent: int, client: str | None) -> None:
+               sent: int, client: str | None, exemplar: dict[str, str] | None = None) -> None:
+        """`exemplar`: the request's trace id, when its trace is recorded: the latency
+        histogram's bucket keeps it (OpenMetrics exposition only; see metrics.render)."""
         method_label = method if method in _METHODS else "other"
         metrics.child(metrics.REQUESTS, label, method_label, str(status)).inc()
-        metrics.child(metrics.LATENCY, label, method_label).observe(elapsed)
+        metrics.child(metrics.LATENCY, label, method_label).observe(elapsed, exemplar)
         level = logging.DEBUG if label in ROUTINE else logging.INFO
         if self.enabled and log.isEnabledFor(level):
             log.log(level, "request", extra={

@@ -41,6 +41,7 @@ from gateway.edge.respond import (
     replay,
     send_answer,
 )
+from gateway.edge.tracing import EdgeTracing
 from gateway.errors import Problem
 from gateway.policies.auth import Authenticator, Revocations, checked, revocation_keys
 from gateway.policies.buckets import Decision, ReadAlong
@@ -69,6 +70,8 @@ class EdgeConfig:
     # GETs by id served by the dispatcher straight away (False: through FastAPI's router, as
     # every other route; the answers are the same, only slower).
     serve_direct: bool = True
+    # The root span of each request while traces are on (edge/tracing.py); None: off.
+    tracing: EdgeTracing | None = None
 
 
 class EdgePipeline:
@@ -87,6 +90,8 @@ class EdgePipeline:
         token = request_id_var.set(request.request_id)
         match = self.config.table.resolve(request.method, request.path)
         exchange = _Exchange(request, match.route, send, self.config.headers)
+        tracing = self.config.tracing
+        traced = tracing.begin(scope["headers"], request, match.label) if tracing else None
         try:
             context = EdgeContext(request.request_id, request.path, match.route, match.params,
                                   receive=receive)
@@ -95,7 +100,10 @@ class EdgePipeline:
             self.config.access_log.record(
                 method=request.method, path=request.path, label=match.label,
                 status=exchange.status, elapsed=time.perf_counter() - started,
-                sent=exchange.sent, client=request.peer)
+                sent=exchange.sent, client=request.peer,
+                exemplar=traced.exemplar() if traced else None)
+            if traced is not None:  # after the access log line, which carries its trace id
+                traced.end(exchange.status)
             request_id_var.reset(token)
 
     async def _steps(self, exchange: _Exchange, context: EdgeContext, scope: Scope,

@@ -52,8 +52,9 @@ def router(upstream: Upstream, redis_client: AnyRedis | None) -> APIRouter:
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     @api.get("/metrics")
-    async def prometheus() -> Response:
-        body, content_type = metrics.render()
+    async def prometheus(request: Request) -> Response:
+        # OpenMetrics for scrapers that ask for it (Prometheus does): it carries exemplars.
+        body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     @api.get("/admin/upstreams")

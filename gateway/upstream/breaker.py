@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pybreaker
 
 from gateway import metrics
+from gateway.upstream.tracing import breaker_event
 
 log = logging.getLogger("portico.gateway.upstream.breaker")
 
@@ -51,6 +52,8 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def state_change(self, cb, old_state, new_state) -> None:
         # pybreaker calls this before its storage holds the new state: only `new_state` is sure.
         self._on_change(new_state.name)
+        breaker_event(f"breaker {new_state.name}", self._labels["service"],
+                      self._labels["instance"], new_state.name)
         log.log(logging.INFO if new_state.name == "closed" else logging.WARNING,
                 "circuit breaker %s", new_state.name,
                 extra={"upstream": self._labels["service"], "instance": self._labels["instance"]})
@@ -67,6 +70,7 @@ class InstanceBreaker:
         # state change synchronously, inside open(), half_open(), close() and call(); one
         # success in half-open closes (its default success_threshold of 1); closing resets the
         # failure count.
+        self._names = (service, instance)  # for the events in traces
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_timeout, name=f"{service}@{instance}",
             listeners=[_Listener(service, instance, self._state_changed)])
@@ -95,9 +99,11 @@ class InstanceBreaker:
             return self._closed_ticket
         if state == pybreaker.STATE_OPEN:
             if self.seconds_until_trial() > 0:
+                breaker_event("breaker refused", *self._names, state)
                 return None
             self._cb.half_open()
         if self._trial is not None:
+            breaker_event("breaker refused", *self._names, self.state)
             return None
         self._trial = Ticket(self._epoch, trial=True)
         return self._trial

@@ -21,6 +21,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from gateway import metrics
 from gateway.upstream.pool import Instance, ServicePool
+from gateway.upstream.tracing import attempt as traced_try
 
 REQUEST_ID_KEY = "x-request-id"
 AUTHORIZATION_KEY = "authorization"
@@ -144,8 +145,11 @@ class Upstream:
         instance, ticket = pool.pick(exclude=tried)
         tried.append(instance)
         try:
-            response = await getattr(instance.stub(stub_class), method)(
-                request, timeout=timeout, metadata=metadata)
+            # Traces: this try's span, and its traceparent in the metadata (tracing.py).
+            with traced_try(pool.service, instance.address, method, len(tried) - 1,
+                            metadata) as sent:
+                response = await getattr(instance.stub(stub_class), method)(
+                    request, timeout=timeout, metadata=sent)
         except grpc.aio.AioRpcError as error:
             instance.breaker.record(ticket, failed=error.code() in SERVER_SIDE)
             _count(pool, instance, error.code().name)

@@ -10,6 +10,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from scripts.bench import tracing
 from scripts.bench.scenarios import Scenario
 
 COLUMNS = ("scenario", "what", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "CPU (cores)",
@@ -146,6 +147,7 @@ def markdown(document: dict, plan: list[Scenario]) -> str:
         f"{' (with py-spy sampling the gateway)' if p['profiled'] else ''}; "
         f"{p['pinning']}.", "",
         table(document["scenarios"], plan), "",
+        *tracing.table(document["scenarios"], plan),
         *overload_table(document["scenarios"], plan),
         *_errors(document["scenarios"], plan),
         f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "
@@ -166,7 +168,8 @@ def chart(document: dict, plan: list[Scenario], path: Path) -> None:
     rows = [document["scenarios"][n] for n in names]
     colours = {"floor": "#999999", "portico": "#1f77b4", "envoy": "#d62728"}
     figure, (left, right) = plt.subplots(1, 2, figsize=(15, 6), constrained_layout=True)
-    bars = left.barh(names, [r["rps"] for r in rows], color=[colours[s.server] for s in plan])
+    bars = left.barh(names, [r["rps"] for r in rows],
+                     color=[colours[s.server.partition("-")[0]] for s in plan])
     left.bar_label(bars, fmt="{:,.0f}", padding=3)
     left.invert_yaxis()
     left.set_xlabel("requests/s")

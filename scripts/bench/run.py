@@ -28,7 +28,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from scripts.bench import procs, profiling, report
+from scripts.bench import procs, profiling, report, tracing
 from scripts.bench.envoy import IDENTITY as ENVOY_IDENTITY
 from scripts.bench.envoy import EnvoyProcess, envoy_binary, write_descriptor
 from scripts.bench.scenarios import (
@@ -85,6 +85,12 @@ NOTES = [
     "peak RSS during the overload and RSS when it started. The profile believes "
     "X-Forwarded-For from 127.0.0.1 for every row: reading it costs each Portico request a "
     "few µs of CPU (parsing the peer's address), also where none is sent.",
+    "Traces: portico-trace-off is portico-uncached-products again, next to the traced rows; "
+    "portico-trace-100 and portico-trace-1 go through gateways of their own (pinned like the "
+    "stack's) to two product instances of their own, all with traces on (OTLP/gRPC, batched, "
+    "to a receiver in the benchmark's process that answers without decoding), sampling 100% "
+    "and 1% of requests at the gateway (parent-based: the services follow). Every other row "
+    "runs with traces off, as before.",
 ]
 
 
@@ -185,10 +191,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         servers = Servers(urls={"floor": floor_url, "portico": stack.gateway_url,
                                 "envoy": envoy.url},
                           pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid})
-        rss_start = procs.memory_mb(gateway)
         plan = [scenario for scenario in scenarios(
             catalogue, overload_connections=args.overload_connections, settle=args.settle)
             if args.only is None or scenario.name in args.only]
+        if tracing.wanted(plan):
+            _say("starting the traced gateways and product instances ...")
+            traced = tracing.start(stack, pinning)
+            running.callback(_uninterrupted, traced.stop)
+            servers.urls.update(traced.urls)
+            servers.pids.update(traced.pids)
+        rss_start = procs.memory_mb(gateway)
         results = {}
         for scenario in plan:
             _say(f"{scenario.name}: {args.duration:g} s ...")

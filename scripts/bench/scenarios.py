@@ -39,7 +39,8 @@ OVERLOAD_SETTLE = 3.0  # seconds of quiet after an overload: the services drain 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One row of the table: `server` is "floor", "portico" or "envoy"; `load` a wrk Load, or
+    """One row of the table: `server` is "floor", "portico" or "envoy" (or a traced gateway,
+    "portico-trace-100" or "portico-trace-1": tracing.py); `load` a wrk Load, or
     None for the read-heavy mix. `floor` and `envoy` name the rows its ratios are taken to;
     `baseline`, for an overload, the 32-connection row of the same requests and server, and
     `settle` the seconds to wait once it is over, before the next scenario starts."""
@@ -92,6 +93,13 @@ def scenarios(catalogue: Catalogue, *, overload_connections: int = OVERLOAD_CONN
                  envoy="mix-envoy", price_base=100_000),
         Scenario("mix-envoy", "95% GET (Zipf 1.1) / 5% PUT price", "envoy", None,
                  price_base=10_000_000),
+        # What traces cost (tracing.py): the uncached GET again, then through traced gateways.
+        Scenario("portico-trace-off", "GET /products/{id}, no-cache, traces off", "portico",
+                 Load(product, ids=every, headers=no_cache), floor=None),
+        Scenario("portico-trace-100", "the same, traces on, 100% sampled",
+                 "portico-trace-100", Load(product, ids=every, headers=no_cache), floor=None),
+        Scenario("portico-trace-1", "the same, traces on, 1% sampled", "portico-trace-1",
+                 Load(product, ids=every, headers=no_cache), floor=None),
         Scenario("portico-overload", f"uncached GET /products/{{id}}, {overload}", "portico",
                  Load(product, ids=every, headers=no_cache, connections=overload_connections,
                       timed=True, forwarded=True),
@@ -131,7 +139,7 @@ def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
         def action() -> dict:
             return run_mix(url, scenario, catalogue, duration=duration, pinning=pinning,
                            workdir=workdir)
-    if profile_dir is None or scenario.server != "portico":
+    if profile_dir is None or not scenario.server.startswith("portico"):
         result = measured(pid, action)
     else:
         raw = profile_dir / f"{scenario.name}.txt"

@@ -145,8 +145,32 @@ class Stack:
         subprocess.run([sys.executable, "-m", "services.cli", "migrate"], env=env, check=True,
                        stdout=self._log("migrate"), stderr=subprocess.STDOUT)
 
+    def add_gateway(self, name: str, env: dict[str, str], *, timeout: float = 60.0) -> str:
+        """Another gateway process (`name` starts with "gateway"), beside the stack's, on a
+        free port, with `env` over the stack's settings (the benchmark's and the tests' tracing
+        settings); its URL, once its /readyz answers 200. `stop` stops it with the others."""
+        if not name.startswith("gateway"):
+            raise ValueError("a gateway's name starts with 'gateway'")
+        port = find_free_port()
+        self._spawn(name, ["--host", self.config.host, "--port", str(port), "--workers", "1"],
+                    {**self.env, **env})
+        url = f"http://{self.config.host}:{port}"
+        self._wait_until_ready(timeout, url)
+        return url
+
+    def add_service(self, service: str, name: str, env: dict[str, str], *,
+                    timeout: float = 60.0) -> str:
+        """Another instance of `service`, not among the stack's addresses (so neither the
+        stack's gateway nor its order service calls it), with `env` over the stack's
+        settings; its address, once it answers SERVING."""
+        address = f"{self.config.host}:{find_free_port()}"
+        self._spawn(name, ["service", service, "--port", address.rsplit(":", 1)[1],
+                           "--host", self.config.host], {**self.env, **env})
+        self._wait_for_services(timeout, only={service: [address]})
+        return address
+
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        program = ["gateway"] if name == "gateway" else ["services.cli"]
+        program = ["gateway"] if name.startswith("gateway") else ["services.cli"]
         child = Child(name, [sys.executable, "-m", *program, *args], env, self._log(name))
         child.process = subprocess.Popen(
             child.command, env=env, stdout=child.log, stderr=subprocess.STDOUT,
@@ -159,12 +183,13 @@ class Stack:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         return open(self.config.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (kept open)
 
-    def _wait_for_services(self, timeout: float) -> None:
+    def _wait_for_services(self, timeout: float,
+                           only: dict[str, list[str]] | None = None) -> None:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + timeout
-        for name, addresses in self.addresses.items():
+        for name, addresses in (only or self.addresses).items():
             for address in addresses:
                 credentials = channel_credentials(self.tls)
                 with grpc.secure_channel(address, credentials) as channel:
@@ -181,12 +206,13 @@ class Stack:
                             raise TimeoutError(f"{name} at {address} did not start")
                         time.sleep(0.1)
 
-    def _wait_until_ready(self, timeout: float) -> None:
+    def _wait_until_ready(self, timeout: float, url: str | None = None) -> None:
+        url = url or self.gateway_url
         deadline = time.monotonic() + timeout
-        while readiness(self.gateway_url) != 200:
+        while readiness(url) != 200:
             self._check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway at {self.gateway_url} did not become ready")
+                raise TimeoutError(f"the gateway at {url} did not become ready")
             time.sleep(0.1)
 
     def _check_alive(self) -> None:
@@ -221,9 +247,9 @@ class Stack:
     # -- stop ---------------------------------------------------------------------------
     def stop(self, *, grace: float = 15.0) -> None:
         """Gateway first (no new work), then the services (they drain), then the databases."""
-        order = [c for c in self.children.values() if c.name == "gateway"] + \
-                [c for c in self.children.values() if c.name != "gateway"]
-        for group in (order[:1], order[1:]):
+        gateways = [c for c in self.children.values() if c.name.startswith("gateway")]
+        order = gateways + [c for c in self.children.values() if c not in gateways]
+        for group in (order[:len(gateways)], order[len(gateways):]):
             for child in group:
                 if child.process is not None and child.process.poll() is None:
                     child.process.send_signal(signal.SIGTERM)

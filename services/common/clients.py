@@ -16,6 +16,7 @@ from services.common.interceptors import REQUEST_ID_KEY
 from services.common.logs import request_id_var
 from services.common.mtls import channel_credentials
 from services.common.pki import TlsMaterial
+from services.common.tracing.rpc import client_interceptors
 
 
 def service_config(service: str, *, max_attempts: int = 4) -> str:
@@ -66,7 +67,7 @@ def service_channel(addresses: Sequence[str], service: str, tls: TlsMaterial
         ("grpc.enable_retries", 1),
         # An ipv4: target of several addresses has no host of its own to check.
         ("grpc.ssl_target_name_override", common_host(addresses)),
-    ])
+    ], interceptors=client_interceptors())  # traces: a CLIENT span and traceparent, when on
 
 
 def outgoing(context: grpc.aio.ServicerContext | None, default_timeout: float) -> dict:

@@ -8,12 +8,16 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.common.tracing.stores import instrument_engine
+
 
 def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An asyncio engine on psycopg 3; a plain postgresql:// URL is given that driver."""
-    return create_async_engine(
+    engine = create_async_engine(
         psycopg_url(url), pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
     )
+    instrument_engine(engine)  # a span per statement while traces are on
+    return engine
 
 
 def psycopg_url(url: str) -> str:

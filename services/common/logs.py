@@ -12,6 +12,8 @@ from typing import IO
 
 import orjson
 
+from services.common.tracing.ids import current_trace_id
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 # LogRecord attributes that are not caller-supplied extras.
@@ -25,7 +27,8 @@ def extras(record: logging.LogRecord) -> list[tuple[str, object]]:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id and any extras."""
+    """One JSON object per line: time, level, logger, message, request_id, trace_id (while a
+    span is active) and any extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -41,6 +44,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        trace_id = current_trace_id()
+        if trace_id is not None:  # a span is active: traces are on (services/common/tracing)
+            entry["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry.setdefault(key, value)  # an extra never hides a standard field

@@ -10,6 +10,7 @@ import time
 import orjson
 
 from services.common.logs import extras, request_id_var
+from services.common.tracing.ids import current_trace_id
 
 _LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARN", "ERROR": "ERROR",
            "CRITICAL": "CRIT"}
@@ -40,6 +41,9 @@ class TextFormatter(logging.Formatter):
         # uvicorn's `color_message` is its own coloured copy of the message: noise here.
         fields = [(key, value) for key, value in extras(record) if key != "color_message"]
         request_id = request_id_var.get()
+        trace_id = current_trace_id()
+        if trace_id is not None:  # a span is active: traces are on
+            fields.insert(0, ("trace_id", trace_id))
         if request_id != "-":  # "-": logged outside any request
             fields.insert(0, ("request_id", request_id))
         line = " ".join([stamp, level, self._service, record.getMessage(),

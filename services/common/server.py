@@ -19,6 +19,7 @@ from services.common.admission import Admission
 from services.common.interceptors import RequestContextInterceptor
 from services.common.mtls import server_credentials
 from services.common.pki import TlsMaterial
+from services.common.tracing.rpc import server_interceptors
 
 log = logging.getLogger("portico.server")
 
@@ -59,7 +60,9 @@ async def create_server(
     """Starts a grpc.aio server for the given servicers; port 0 binds a free port. It speaks
     TLS only and requires a client certificate of the CA in `tls`: no port answers plaintext.
     `admission` decides, per call, who may call what."""
-    server = grpc.aio.server(interceptors=[RequestContextInterceptor(admission)],
+    # The tracing interceptor (none while traces are off) runs outside ours: see rpc.py.
+    server = grpc.aio.server(interceptors=[*server_interceptors(),
+                                           RequestContextInterceptor(admission)],
                              options=_OPTIONS)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

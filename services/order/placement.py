@@ -30,6 +30,7 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.tracing.spans import step, traced_step
 from services.order.models import (
     CENT,
     FAILED,
@@ -67,7 +68,8 @@ class OrderPlacement:
 
     async def place(self, new: NewOrder, *, context=None) -> Order:
         """The confirmed order, or a ServiceError after every step taken was undone."""
-        await self._users.ensure_exists(new.customer, context=context)
+        with step("order.check_customer"):  # saga steps are spans while traces are on
+            await self._users.ensure_exists(new.customer, context=context)
         claim = await self.claim(new)
         if not claim.created:
             return await self._replay(claim.order_id, context)
@@ -86,6 +88,7 @@ class OrderPlacement:
             raise
         return await self._placed(claim.order_id)
 
+    @traced_step("order.claim")
     async def claim(self, new: NewOrder) -> Claim:
         """Step 2: the pending order of this request, new or found under its key."""
         digest = request_hash(new)
@@ -107,15 +110,19 @@ class OrderPlacement:
         reserved = await self.reserve(order_id, new, context=context)
         lines, total = priced_lines(reserved, new.items)
         reference = await self.charge(order_id, total=total, token=new.token)
-        if not await self._store.confirm(order_id, lines=lines, total=total,
-                                         payment_reference=reference):
+        with step("order.commit"):
+            confirmed = await self._store.confirm(order_id, lines=lines, total=total,
+                                                  payment_reference=reference)
+        if not confirmed:
             raise Aborted("the order took too long and was given up; retry",
                           reason="ORDER_ABANDONED")
 
+    @traced_step("order.reserve")
     async def reserve(self, order_id: str, new: NewOrder, *, context=None) -> list[ReservedLine]:
         """Step 3: every line or none, under reservation id = order id."""
         return await self._stock.reserve(order_id, new.items, context=context)
 
+    @traced_step("order.charge")
     async def charge(self, order_id: str, *, total: Decimal, token: str) -> str:
         """Step 5: the charge's reference."""
         try:
@@ -128,6 +135,7 @@ class OrderPlacement:
             raise Unavailable(f"the payment processor is unavailable: {error}",
                               reason="PAYMENT_PROCESSOR_UNAVAILABLE") from error
 
+    @traced_step("order.compensate")
     async def _give_up(self, order_id: str, error: ServiceError) -> None:
         failed = await self._store.fail(order_id, Failure.of(error))
         # Undo only an order that really failed (here or by the reconciler), never one that

@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("floor", "floor-c1", "portico-cached", "portico-cached-c1",
              "portico-uncached-products", "portico-uncached-users", "envoy-products",
-             "envoy-users", "portico-write", "mix-portico", "mix-envoy", "portico-overload",
+             "envoy-users", "portico-write", "mix-portico", "mix-envoy", "portico-trace-off",
+             "portico-trace-100", "portico-trace-1", "portico-overload",
              "portico-overload-polite", "envoy-overload")
 
 
@@ -50,5 +51,6 @@ def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_sta
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in SCENARIOS)
     assert "Against the targets (printed, not asserted)" in table
+    assert "| portico-trace-100 | 100% |" in table  # the tracing rows' own table
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     assert "| floor |" in done.stdout  # the table is printed too
