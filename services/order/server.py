@@ -12,7 +12,7 @@ from portico.user.v1 import user_pb2_grpc
 from services.common.clients import service_channel
 from services.common.db import async_engine, upgrade
 from services.common.pki import TlsMaterial, material
-from services.common.server import RunningServer, create_server
+from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
 from services.common.trust import build_trust
 from services.order import access
@@ -89,7 +89,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
     try:
         running = await create_server(
             [(order_pb2_grpc.add_OrderServiceServicer_to_server, servicer, SERVICE_NAME)],
-            tls=trust.tls, admission=trust.admission, host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port,
+            connection_age=ConnectionAge.of(settings))
     except BaseException:
         await parts.close()
         await trust.close()

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.invalidation import CacheSignals
-from services.common.server import RunningServer, create_server
+from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
 from services.common.trust import build_trust
 from services.product import access
@@ -43,7 +43,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
         running = await create_server(
             [(product_pb2_grpc.add_ProductServiceServicer_to_server,
               ProductServicer(store, signals), SERVICE_NAME)],
-            tls=trust.tls, admission=trust.admission, host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port,
+            connection_age=ConnectionAge.of(settings))
     except BaseException:
         await cleanup()
         raise
