@@ -10,7 +10,7 @@ from portico.order.v1 import order_pb2_grpc
 from portico.product.v1 import product_pb2_grpc
 from portico.user.v1 import user_pb2_grpc
 from services.common.clients import service_channel
-from services.common.db import async_engine, upgrade
+from services.common.db import async_engine, postgres_retry, upgrade
 from services.common.pki import TlsMaterial, material
 from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
@@ -53,7 +53,7 @@ def build(settings: ServiceSettings, tls: TlsMaterial | None = None) -> OrderCom
     product_channel = service_channel(settings.product_addrs, PRODUCT_SERVICE, tls)
     engine = async_engine(settings.database_url)
     timeout = settings.upstream_timeout_seconds
-    store = OrderStore(engine)
+    store = OrderStore(engine, retry=postgres_retry(settings.store_retry_seconds))
     payments = payment_processor(settings.payment_processor,
                                  ProcessorDeps(settings=settings, engine=engine))
     stock = StockKeeper(product_pb2_grpc.ProductServiceStub(product_channel), timeout=timeout)
