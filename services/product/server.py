@@ -30,7 +30,10 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
     cleanup that closes the MongoDB client and the Redis connection after the server stops."""
     uri, database = _mongo(settings)
     trust = build_trust(settings, "product", {access.SERVICE: access.CALLERS}, host=host)
-    store = product_store.ProductStore.connect(uri, database)
+    store = product_store.ProductStore.connect(
+        uri, database,
+        server_selection_timeout=settings.mongodb_server_selection_timeout_seconds,
+        retry_seconds=settings.store_retry_seconds)
     signals = CacheSignals(settings.redis_url)
 
     async def cleanup() -> None:
