@@ -5,6 +5,7 @@ pool resolve at once, and a DNS outage keeps the instances known."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from gateway.upstream.call import BreakerConfig, CallPolicy, RetryBudget, Upstre
 from gateway.upstream.discovery import DiscoveryConfig
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.mtls import channel_credentials
+from services.common.server import ConnectionAge
 from tests.dnsserver import DnsServer
 from tests.fleet import free_port, serve_at, tls_naming, within
 from tests.integration.gateway.conftest import gateway_client, make_token, settings_for
@@ -171,3 +173,27 @@ async def _equal(found, expected) -> bool:
 
 async def _gone(http, address: str) -> bool:
     return f'instance="{address}"' not in (await http.get("/metrics")).text
+
+
+async def test_a_servers_connection_age_never_shows_its_instance_unhealthy() -> None:
+    """The server closes each connection after its age and grace, the health watch stream
+    with it: the pool opens a new one at once instead of marking the instance down."""
+    port = free_port(HOSTS[:1])
+    server = await serve_at(
+        [(product_pb2_grpc.add_ProductServiceServicer_to_server, Named(HOSTS[0]), SERVICE)],
+        host=HOSTS[0], port=port, name=NAME,
+        connection_age=ConnectionAge(seconds=0.5, grace_seconds=0.3))
+    try:
+        async with upstream_of(f"{HOSTS[0]}:{port}", interval=2.0) as upstream:
+            pool = upstream.pools["product"]
+            await within(3, lambda: pool.ready, "healthy")
+            seen = []
+            original = pool._set_health
+            pool._set_health = lambda instance, healthy: (seen.append(healthy),
+                                                          original(instance, healthy))
+            for _ in range(30):   # 3 s: several connection lifetimes
+                assert await answered_by(upstream) == HOSTS[0]
+                await asyncio.sleep(0.1)
+            assert len(seen) >= 2 and all(seen), seen   # watches re-opened, never down
+    finally:
+        await server.stop(0)
