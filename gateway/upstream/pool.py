@@ -81,7 +81,7 @@ class ServicePool:
         self._next = 0
         self._interval: float | None = None     # set when health checks start
         self._watchers: dict[Instance, asyncio.Task] = {}
-        self._closing: set[asyncio.Task] = set()
+        self._leaving: dict[Instance, asyncio.Task] = {}   # left, channel closing
         # Told when an instance's health watch breaks (discovery then resolves again at once).
         self.on_broken: Callable[[], None] = lambda: None
 
@@ -148,13 +148,13 @@ class ServicePool:
         watcher = self._watchers.pop(instance, None)
         if watcher is not None:
             watcher.cancel()
-        task = asyncio.create_task(self._close(instance), name=f"close {instance.address}")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._leaving[instance] = asyncio.create_task(
+            self._close(instance), name=f"close {instance.address}")
 
     async def _close(self, instance: Instance, grace: float = CLOSE_GRACE_SECONDS) -> None:
         await instance.channel.close(grace)
         instance.gone = True
+        self._leaving.pop(instance, None)
         if instance.address not in self.addresses:   # it may have come back meanwhile
             metrics.forget_instance(self.label, instance.address)
 
@@ -231,10 +231,11 @@ class ServicePool:
             1 if healthy else 0)
 
     async def close(self) -> None:
-        tasks = [*self._watchers.values(), *self._closing]
+        leaving = list(self._leaving)
+        tasks = [*self._watchers.values(), *self._leaving.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(*(i.channel.close() for i in self.instances))
+        await asyncio.gather(*(i.channel.close() for i in [*self.instances, *leaving]))
