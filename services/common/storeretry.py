@@ -73,7 +73,9 @@ class StoreRetry:
 
     def _log(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.warning("database operation failed; retrying", extra={
+        # One WARNING per operation; its further tries at DEBUG (a failover makes many).
+        level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
+        log.log(level, "database operation failed; retrying", extra={
             "database": self._database, "attempt": state.attempt_number,
             "error": f"{type(error).__name__}: {error}".splitlines()[0]})
 
