@@ -32,6 +32,7 @@ from gateway.routes.dispatch import Dispatcher
 from gateway.routes.resolve import RouteTable
 from gateway.settings import GatewaySettings, get_settings
 from gateway.upstream.call import BreakerConfig, RetryBudget, Upstream
+from gateway.upstream.discovery import DiscoveryConfig
 from services.common.logs import configure_logging
 from services.common.mtls import channel_credentials
 from services.common.pki import material
@@ -65,7 +66,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         initial_backoff=settings.retry_initial_backoff_seconds,
         max_backoff=settings.retry_max_backoff_seconds,
         budget=RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min_per_second),
-        credentials=channel_credentials(material(settings, "gateway")))
+        credentials=channel_credentials(material(settings, "gateway")),
+        discovery=DiscoveryConfig(settings.discovery_interval_seconds,
+                                  settings.discovery_timeout_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -58,6 +58,20 @@ def child(metric, *values: str):
     return metric.labels(*values)
 
 
+def forget_instance(service: str, instance: str) -> None:
+    """Drops every series of an upstream instance that discovery removed, so the label set
+    follows the instances. With several worker processes the series live in their files and
+    cannot be removed: the instance is then shown unhealthy instead."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        UPSTREAM_HEALTHY.labels(service=service, instance=instance).set(0)
+        return
+    labels = {"service": service, "instance": instance}
+    for metric in (UPSTREAM_CALLS, UPSTREAM_HEALTHY, BREAKER_STATE, BREAKER_TRANSITIONS):
+        metric.remove_by_labels(labels)
+    # The memo would hand out the removed children, whose counts no longer show.
+    child.cache_clear()
+
+
 def render(accept: str | None = None) -> tuple[bytes, str]:
     """The exposition text; across every worker process when several share a metrics dir.
     The Prometheus text format, or OpenMetrics when `accept` (the scraper's Accept header) asks

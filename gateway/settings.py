@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.addresses import check_addresses
 from services.common.settings import AddressList, split_addresses
 
 
@@ -37,6 +38,10 @@ class GatewaySettings(BaseSettings):
 
     # Upstream calls.
     upstream_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    # A dns: target is resolved again this often (and at once when an instance's health
+    # watch breaks); each lookup is bounded by the timeout.
+    discovery_interval_seconds: float = Field(2.0, gt=0, le=300)
+    discovery_timeout_seconds: float = Field(1.0, gt=0, le=30)
     health_check_interval_seconds: float = Field(1.0, gt=0)
     breaker_failure_threshold: int = Field(5, ge=1)
     breaker_reset_timeout_seconds: float = Field(5.0, gt=0)
@@ -117,12 +122,8 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("at least one host:port is needed")
-        for address in value:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{address!r} is not host:port")
-        return value
+            raise ValueError("at least one host:port (or a dns:///name:port) is needed")
+        return check_addresses(value)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> GatewaySettings:

@@ -48,10 +48,13 @@ class _Listener(pybreaker.CircuitBreakerListener):
     def __init__(self, service: str, instance: str, on_change: Callable[[str], None]) -> None:
         self._labels = {"service": service, "instance": instance}
         self._on_change = on_change
+        self.silent = False   # an instance that left: its series are gone and stay gone
 
     def state_change(self, cb, old_state, new_state) -> None:
         # pybreaker calls this before its storage holds the new state: only `new_state` is sure.
         self._on_change(new_state.name)
+        if self.silent:
+            return
         breaker_event(f"breaker {new_state.name}", self._labels["service"],
                       self._labels["instance"], new_state.name)
         log.log(logging.INFO if new_state.name == "closed" else logging.WARNING,
@@ -71,9 +74,10 @@ class InstanceBreaker:
         # success in half-open closes (its default success_threshold of 1); closing resets the
         # failure count.
         self._names = (service, instance)  # for the events in traces
+        self._listener = _Listener(service, instance, self._state_changed)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_timeout, name=f"{service}@{instance}",
-            listeners=[_Listener(service, instance, self._state_changed)])
+            listeners=[self._listener])
         self._clock = clock
         self._opened_at = clock()     # set again each time the breaker opens
         self._epoch = 0
@@ -84,6 +88,10 @@ class InstanceBreaker:
     @property
     def state(self) -> str:
         return self._cb.current_state
+
+    def retire(self) -> None:
+        """The instance left the pool: its late outcomes change no metric."""
+        self._listener.silent = True
 
     def seconds_until_trial(self) -> float:
         """How long until an open breaker lets a trial call through (0 when it would now)."""

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from gateway import metrics
+from gateway.upstream.discovery import Discovery, DiscoveryConfig, open_pool
 from gateway.upstream.pool import Instance, ServicePool
 from gateway.upstream.tracing import attempt as traced_try
 
@@ -72,13 +73,17 @@ class BreakerConfig:
 
 class Upstream:
     """Calls the services: one ServicePool per service label ("user", "product", "order").
-    `targets` maps a label to its full gRPC service name and instance addresses; the channels
-    are made by `start`, inside the event loop that will use them."""
+    `targets` maps a label to its full gRPC service name and instance addresses (host:port
+    list, or a dns: target that `discovery` resolves); the channels are made by `start`, inside
+    the event loop that will use them."""
 
     def __init__(self, targets: dict[str, tuple[str, Sequence[str]]], *, breaker: BreakerConfig,
                  timeout: float, max_attempts: int, initial_backoff: float, max_backoff: float,
-                 budget: RetryBudget, credentials: grpc.ChannelCredentials) -> None:
+                 budget: RetryBudget, credentials: grpc.ChannelCredentials,
+                 discovery: DiscoveryConfig = DiscoveryConfig()) -> None:
         self._targets = targets
+        self._discovery = discovery
+        self._discoveries: list[Discovery] = []
         self._credentials = credentials
         self._breaker = breaker
         self.pools: dict[str, ServicePool] = {}
@@ -172,13 +177,18 @@ class Upstream:
 
     def start(self, health_interval: float) -> None:
         for label, (service, addresses) in self._targets.items():
-            pool = ServicePool(service, addresses, label=label, fail_max=self._breaker.fail_max,
-                               reset_timeout=self._breaker.reset_timeout,
-                               credentials=self._credentials)
+            pool, discovery = open_pool(
+                label, service, list(addresses), discovery=self._discovery,
+                fail_max=self._breaker.fail_max, reset_timeout=self._breaker.reset_timeout,
+                credentials=self._credentials)
             pool.start_health_checks(health_interval)
+            if discovery is not None:
+                discovery.start()
+                self._discoveries.append(discovery)
             self.pools[label] = pool
 
     async def close(self) -> None:
+        await asyncio.gather(*(discovery.stop() for discovery in self._discoveries))
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
 
@@ -191,4 +201,6 @@ def _retryable(error: BaseException, policy: CallPolicy) -> bool:
 
 
 def _count(pool: ServicePool, instance: Instance, code: str) -> None:
+    if instance.gone:   # left the pool, its series removed: a late outcome must not revive them
+        return
     metrics.child(metrics.UPSTREAM_CALLS, pool.label, instance.address, code).inc()

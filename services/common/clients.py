@@ -1,6 +1,11 @@
 """Channels from one service to another: mutual TLS with this process's certificate, grpc's own
 round_robin over every instance, retries of UNAVAILABLE by a service-config retryPolicy, and the
-caller's deadline, request id and access token passed on."""
+caller's deadline, request id and access token passed on.
+
+The instances are a fixed `host:port` list (an `ipv4:` target) or a `dns:` target, which grpc
+resolves itself: again when a connection is lost or closed by the server's maximum connection
+age, at most once a second (grpc's default is 30 s, during which a dead instance's calls fail).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from services.common.addresses import dns_target_of
 from services.common.admission import current_caller
 from services.common.identity import bearer_metadata
 from services.common.interceptors import REQUEST_ID_KEY
@@ -58,15 +64,29 @@ def common_host(addresses: Sequence[str]) -> str:
     return hosts.pop()
 
 
+DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS = 1000
+
+
+def channel_target(addresses: Sequence[str]) -> tuple[str, list[tuple[str, object]]]:
+    """The grpc target naming every instance and the options it needs."""
+    dns = dns_target_of(addresses)
+    if dns is not None:
+        # The certificates are checked against the name itself (grpc's default for dns:).
+        return dns.text, [("grpc.dns_min_time_between_resolutions_ms",
+                           DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS)]
+    # An ipv4: target of several addresses has no host of its own to check.
+    return ipv4_target(addresses), [("grpc.ssl_target_name_override", common_host(addresses))]
+
+
 def service_channel(addresses: Sequence[str], service: str, tls: TlsMaterial
                     ) -> grpc.aio.Channel:
     """One channel balancing over all instances of `service` (a full name such as
     portico.user.v1.UserService), showing the certificate of `tls`."""
-    return grpc.aio.secure_channel(ipv4_target(addresses), channel_credentials(tls), options=[
+    target, options = channel_target(addresses)
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options=[
         ("grpc.service_config", service_config(service)),
         ("grpc.enable_retries", 1),
-        # An ipv4: target of several addresses has no host of its own to check.
-        ("grpc.ssl_target_name_override", common_host(addresses)),
+        *options,
     ], interceptors=client_interceptors())  # traces: a CLIENT span and traceparent, when on
 
 

@@ -53,17 +53,39 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+@dataclass(frozen=True)
+class ConnectionAge:
+    """How long a client connection may live (grpc adds +-10% jitter), and the grace its calls
+    then get to finish. Closing connections now and then (GOAWAY) makes clients connect anew,
+    resolving their dns: targets again, so new instances get their share."""
+
+    seconds: float
+    grace_seconds: float
+
+    @classmethod
+    def of(cls, settings: Any) -> ConnectionAge | None:
+        """From a service's settings; None when turned off (0)."""
+        if not settings.max_connection_age_seconds:
+            return None
+        return cls(settings.max_connection_age_seconds, settings.max_connection_age_grace_seconds)
+
+    def options(self) -> list[tuple[str, int]]:
+        return [("grpc.max_connection_age_ms", int(self.seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(self.grace_seconds * 1000))]
+
+
 async def create_server(
     registrations: Sequence[Registration], *, tls: TlsMaterial, admission: Admission,
-    host: str = "127.0.0.1", port: int = 0,
+    host: str = "127.0.0.1", port: int = 0, connection_age: ConnectionAge | None = None,
 ) -> RunningServer:
     """Starts a grpc.aio server for the given servicers; port 0 binds a free port. It speaks
     TLS only and requires a client certificate of the CA in `tls`: no port answers plaintext.
     `admission` decides, per call, who may call what."""
+    options = _OPTIONS + (connection_age.options() if connection_age else [])
     # The tracing interceptor (none while traces are off) runs outside ours: see rpc.py.
     server = grpc.aio.server(interceptors=[*server_interceptors(),
                                            RequestContextInterceptor(admission)],
-                             options=_OPTIONS)
+                             options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = []

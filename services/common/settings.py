@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.common.addresses import check_addresses
+
 AddressList = Annotated[list[str], NoDecode]
 
 
@@ -28,6 +30,11 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(None, description="PostgreSQL URL (user and order services)")
     mongodb_uri: str | None = Field(None, description="MongoDB URI (product service)")
     mongodb_database: str = "portico"
+    # How long the MongoDB client waits for a primary (an election, a step-down) per operation.
+    mongodb_server_selection_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    # How long a store keeps retrying an operation that is safe to repeat while its database
+    # fails over (PostgreSQL connection lost or read-only, MongoDB not primary).
+    store_retry_seconds: float = Field(5.0, ge=0, le=120)
     redis_url: str | None = Field(None, description="Redis URL for cache invalidation signals")
     # standalone: redis_url is the server; cluster: a seed node of a Redis Cluster.
     redis_mode: Literal["standalone", "cluster"] = "standalone"
@@ -50,6 +57,10 @@ class ServiceSettings(BaseSettings):
     mtls_ca_file: Path | None = None
     mtls_cert_file: Path | None = None
     mtls_key_file: Path | None = None
+    # Further names this instance is reached by (the name of a dns: target, say), put in its
+    # development certificate beside the address it listens on; operator certificates carry
+    # their own.
+    advertised_hosts: AddressList = Field(default_factory=list)
     # Bound on each Redis call made per request (revocation checks): slower counts as down.
     redis_timeout_seconds: float = Field(0.25, gt=0, le=10)
 
@@ -68,9 +79,20 @@ class ServiceSettings(BaseSettings):
     upstream_timeout_seconds: float = Field(5.0, gt=0)
 
     grace_period_seconds: float = Field(5.0, ge=0)
+    # Each client connection is closed (GOAWAY) after about this long, so clients resolve
+    # their dns: targets again and spread onto new instances; calls in flight then get the
+    # grace to finish. 0 turns it off.
+    max_connection_age_seconds: float = Field(30.0, ge=0)
+    max_connection_age_grace_seconds: float = Field(30.0, ge=0)
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    _split = field_validator("user_addrs", "product_addrs", mode="before")(split_addresses)
+    _split = field_validator("user_addrs", "product_addrs", "advertised_hosts",
+                             mode="before")(split_addresses)
+
+    @field_validator("user_addrs", "product_addrs")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return check_addresses(value)
 
     @model_validator(mode="after")
     def _mtls_files(self) -> ServiceSettings:

@@ -37,7 +37,7 @@ def build_trust(settings: ServiceSettings, identity: str,
                 tables: Mapping[ServiceDescriptor, Table], *, host: str) -> Trust:
     """The trust of a process with workload `identity` serving the services of `tables` on
     `host`."""
-    tls = material(settings, identity, hosts=served_hosts(host))
+    tls = material(settings, identity, hosts=[*served_hosts(host), *settings.advertised_hosts])
     tokens = TokenVerifier(verifying_key(settings), issuer=settings.jwt_issuer)
     client = redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds,
                           mode=settings.redis_mode) if settings.redis_url else None

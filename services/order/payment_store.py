@@ -14,6 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.db import postgres_retry
+from services.common.storeretry import StoreRetry, retried
+
 metadata = sa.MetaData()
 
 payments = sa.Table(
@@ -31,9 +34,13 @@ payments = sa.Table(
 class PaymentLedger:
     """Charges of the simulated processor, stored in the order service's database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, retry: StoreRetry | None = None) -> None:
         self._engine = engine
+        # Every method is safe to repeat (the order id keys the charge, a refund is
+        # conditional): each is retried while PostgreSQL fails over.
+        self._retry = retry or postgres_retry()
 
+    @retried
     async def capture(self, *, order_id: str, amount: Decimal, currency: str) -> str:
         """Records a captured charge for the order, or returns the one it already has."""
         statement = insert(payments).values(
@@ -48,6 +55,7 @@ class PaymentLedger:
                 )).scalar_one()
         return reference
 
+    @retried
     async def refund(self, reference: str) -> None:
         """Marks a captured charge refunded; a refunded or unknown one is left as it is."""
         async with self._engine.begin() as connection:
@@ -57,6 +65,7 @@ class PaymentLedger:
                 .values(status="refunded", refunded_at=sa.func.now())
             )
 
+    @retried
     async def find(self, order_id: str) -> str | None:
         async with self._engine.connect() as connection:
             return (await connection.execute(

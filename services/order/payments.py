@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from services.common.db import postgres_retry
 from services.order.payment_store import PaymentLedger
 
 
@@ -82,7 +83,8 @@ class ProcessorDeps:
 ProcessorFactory = Callable[[ProcessorDeps], PaymentProcessor]
 
 PROCESSORS: dict[str, ProcessorFactory] = {
-    "simulated": lambda deps: SimulatedPaymentProcessor(PaymentLedger(deps.engine)),
+    "simulated": lambda deps: SimulatedPaymentProcessor(PaymentLedger(
+        deps.engine, retry=postgres_retry(deps.settings.store_retry_seconds))),
 }
 
 

@@ -10,9 +10,9 @@ from portico.order.v1 import order_pb2_grpc
 from portico.product.v1 import product_pb2_grpc
 from portico.user.v1 import user_pb2_grpc
 from services.common.clients import service_channel
-from services.common.db import async_engine, upgrade
+from services.common.db import async_engine, postgres_retry, upgrade
 from services.common.pki import TlsMaterial, material
-from services.common.server import RunningServer, create_server
+from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
 from services.common.trust import build_trust
 from services.order import access
@@ -53,7 +53,7 @@ def build(settings: ServiceSettings, tls: TlsMaterial | None = None) -> OrderCom
     product_channel = service_channel(settings.product_addrs, PRODUCT_SERVICE, tls)
     engine = async_engine(settings.database_url)
     timeout = settings.upstream_timeout_seconds
-    store = OrderStore(engine)
+    store = OrderStore(engine, retry=postgres_retry(settings.store_retry_seconds))
     payments = payment_processor(settings.payment_processor,
                                  ProcessorDeps(settings=settings, engine=engine))
     stock = StockKeeper(product_pb2_grpc.ProductServiceStub(product_channel), timeout=timeout)
@@ -89,7 +89,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
     try:
         running = await create_server(
             [(order_pb2_grpc.add_OrderServiceServicer_to_server, servicer, SERVICE_NAME)],
-            tls=trust.tls, admission=trust.admission, host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port,
+            connection_age=ConnectionAge.of(settings))
     except BaseException:
         await parts.close()
         await trust.close()

@@ -3,6 +3,13 @@
 Every status change is a conditional UPDATE (WHERE status = the expected one) or runs under
 SELECT ... FOR UPDATE, so whichever of several racing writers changes an order, exactly one wins
 and only the winner performs the change's side effects.
+
+That also makes every method safe to repeat, so each is retried while PostgreSQL fails over
+(`@retried`). A repetition after a commit whose answer was lost finds its own work done: a
+claim finds the order under its own id, a confirmation finds the order confirmed with its own
+payment reference; a conditional UPDATE changes nothing the second time (its caller reads the
+state it needs); a transition decides again on the row as it now is (a cancel already applied
+is a cancel of a cancelled order: no change, and its refund is left to the reconciler).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.db import postgres_retry
 from services.common.errors import NotFound
+from services.common.storeretry import StoreRetry, retried
 from services.order.models import (
     CONFIRMED,
     FAILED,
@@ -96,33 +105,37 @@ class OrderState:
 class OrderStore:
     """Orders and order items in PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, retry: StoreRetry | None = None) -> None:
         self._engine = engine
+        self._retry = retry or postgres_retry()
 
+    @retried
     async def claim(self, new: NewOrder, *, order_id: str, request_hash: str,
                     currency: str) -> Claim | None:
         """Inserts the pending order, unless its (customer, idempotency key) is taken: then the
-        order holding the key, or None when the key was freed meanwhile (try again)."""
+        order holding the key, or None when the key was freed meanwhile (try again). The order
+        id is the claim's own: a repeated claim finds its order and says it created it."""
         values = dict(
             id=order_id, customer=new.customer, status=PENDING, total=Decimal(0),
             currency=currency, shipping_address=new.shipping_address, note=new.note,
             payment_reference="", idempotency_key=new.idempotency_key or None,
             request_hash=request_hash, created_at=sa.func.now(), updated_at=sa.func.now(),
         )
-        statement = insert(orders).values(**values).on_conflict_do_nothing(
-            index_elements=["customer", "idempotency_key"],
-            index_where=orders.c.idempotency_key.is_not(None),
-        ).returning(orders.c.id)
+        # No conflict target: the key's unique index, or the id when this claim is repeated.
+        statement = insert(orders).values(**values).on_conflict_do_nothing() \
+            .returning(orders.c.id)
+        holder = orders.c.id == order_id if not new.idempotency_key else sa.and_(
+            orders.c.customer == new.customer, orders.c.idempotency_key == new.idempotency_key)
         async with self._engine.begin() as connection:
             if (await connection.execute(statement)).first() is not None:
                 return Claim(order_id, request_hash, created=True)
             row = (await connection.execute(
-                sa.select(orders.c.id, orders.c.request_hash).where(
-                    orders.c.customer == new.customer,
-                    orders.c.idempotency_key == new.idempotency_key)
-            )).first()
-        return Claim(row.id, row.request_hash, created=False) if row else None
+                sa.select(orders.c.id, orders.c.request_hash).where(holder))).first()
+        if row is None:
+            return None
+        return Claim(row.id, row.request_hash, created=row.id == order_id)
 
+    @retried
     async def state(self, order_id: str) -> OrderState:
         async with self._engine.connect() as connection:
             row = (await connection.execute(
@@ -132,10 +145,12 @@ class OrderStore:
         failure = Failure.from_json(row.failure) if row.failure else None
         return OrderState(row.status, row.deleted_at is not None, failure)
 
+    @retried
     async def confirm(self, order_id: str, *, lines: Sequence[OrderLine], total: Decimal,
                       payment_reference: str) -> bool:
         """Writes the items and confirms the order in one transaction; False (and nothing
-        written) when the order is no longer pending."""
+        written) when the order is no longer pending, unless this very confirmation made it
+        so (a repetition after a lost answer: only a confirmation sets the payment reference)."""
         async with self._engine.begin() as connection:
             confirmed = await connection.execute(
                 orders.update()
@@ -144,7 +159,10 @@ class OrderStore:
                         updated_at=sa.func.now())
             )
             if confirmed.rowcount == 0:
-                return False
+                reference = (await connection.execute(
+                    sa.select(orders.c.payment_reference).where(orders.c.id == order_id)
+                )).scalar_one_or_none()
+                return bool(payment_reference) and reference == payment_reference
             await connection.execute(order_items.insert(), [
                 {"order_id": order_id, "product_id": line.product_id, "name": line.name,
                  "quantity": line.quantity, "unit_price": line.unit_price,
@@ -153,6 +171,7 @@ class OrderStore:
             ])
         return True
 
+    @retried
     async def fail(self, order_id: str, failure: Failure) -> bool:
         """Marks a pending order failed with its reason; a transient failure frees the key."""
         key = orders.c.idempotency_key if not failure.transient else None
@@ -164,6 +183,7 @@ class OrderStore:
             )
         return result.rowcount == 1
 
+    @retried
     async def abandon_stale(self, older_than_seconds: float) -> list[str]:
         """Fails the orders pending for longer than the given time; returns their ids. The
         conditional UPDATE is the lock: of several reconcilers, one takes each order."""
@@ -178,6 +198,7 @@ class OrderStore:
             )
             return list(result.scalars())
 
+    @retried
     async def unsettled(self, *, limit: int = 100) -> list[tuple[str, str]]:
         """(id, status) of orders whose release, refund or stock commit is not done yet."""
         async with self._engine.connect() as connection:
@@ -188,6 +209,7 @@ class OrderStore:
             )
             return [(row.id, row.status) for row in result]
 
+    @retried
     async def mark_settled(self, order_id: str, statuses: Sequence[str]) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(
@@ -197,6 +219,7 @@ class OrderStore:
                 .values(settled_at=sa.func.now())
             )
 
+    @retried
     async def get(self, order_id: str, *, customer: str = "") -> Order | None:
         """A visible order (confirmed, shipped, delivered or cancelled, not deleted)."""
         query = sa.select(orders).where(orders.c.id == order_id, _visible)
@@ -206,6 +229,7 @@ class OrderStore:
             found = await _with_items(connection, (await connection.execute(query)).all())
         return found[0] if found else None
 
+    @retried
     async def page(self, *, size: int, after: tuple[datetime, str] | None,
                    customer: str) -> tuple[list[Order], bool]:
         """Visible orders newest first, after a position; and whether more follow."""
@@ -220,6 +244,7 @@ class OrderStore:
             found = await _with_items(connection, rows[:size])
         return found, len(rows) > size
 
+    @retried
     async def transition(self, order_id: str, *, customer: str,
                          decide: Callable[[Order], OrderEdit]) -> tuple[Order, Order]:
         """Applies decide(order) to a visible order under its row lock, so that racing

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.invalidation import CacheSignals
-from services.common.server import RunningServer, create_server
+from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
 from services.common.trust import build_trust
 from services.product import access
@@ -30,7 +30,10 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
     cleanup that closes the MongoDB client and the Redis connection after the server stops."""
     uri, database = _mongo(settings)
     trust = build_trust(settings, "product", {access.SERVICE: access.CALLERS}, host=host)
-    store = product_store.ProductStore.connect(uri, database)
+    store = product_store.ProductStore.connect(
+        uri, database,
+        server_selection_timeout=settings.mongodb_server_selection_timeout_seconds,
+        retry_seconds=settings.store_retry_seconds)
     signals = CacheSignals(settings.redis_url, mode=settings.redis_mode)
 
     async def cleanup() -> None:
@@ -43,7 +46,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int
         running = await create_server(
             [(product_pb2_grpc.add_ProductServiceServicer_to_server,
               ProductServicer(store, signals), SERVICE_NAME)],
-            tls=trust.tls, admission=trust.admission, host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port,
+            connection_age=ConnectionAge.of(settings))
     except BaseException:
         await cleanup()
         raise

@@ -8,6 +8,12 @@ stock moves at most once per reservation whatever the retries or the concurrency
 reservation document's state changes by compare-and-set and is the one place that decides
 which concurrent caller wins.
 
+Replica sets (store_failover.py): the operations that are safe to repeat (reads, updates that
+set values, and every stock move, guarded by its reservation's id and markers) are retried
+through a step-down (`@retried`); creating and deleting a product are not (a repeated insert or
+soft delete would answer ALREADY_EXISTS or NOT_FOUND for its own work) and rely on the driver's
+retryable writes, which are exactly-once.
+
 Deletion is soft: a deleted product keeps its document (with `deleted: true`) for audit and so
 that late releases still find their hold markers; every read excludes it. Creating a product
 with the id of a deleted one replaces the tombstone (holds and all), so a reused SKU starts
@@ -27,7 +33,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
+from services.common.storeretry import StoreRetry, retried
 from services.product.models import NewProduct, Product, ProductChanges, ReservedLine
+from services.product.store_failover import mongo_retry, replica_set_client
 
 PRODUCT_INDEXES = [
     # The name-filtered list: anchored prefix range on name_lower, then ids.
@@ -41,7 +49,6 @@ _HOLD_ATTEMPTS = 3
 
 StockItems = Sequence[tuple[str, int]]
 
-
 def create_indexes(uri: str, database: str) -> None:
     """Creates every index, synchronously (the `portico migrate` path). Idempotent."""
     with MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
@@ -51,17 +58,19 @@ def create_indexes(uri: str, database: str) -> None:
 class ProductStore:
     """Products and reservations in one MongoDB database, through the async pymongo API."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, *, retry: StoreRetry | None = None) -> None:
         self._db = db
         self._products = db.products
         self._reservations = db.reservations
         self._owned_client: AsyncMongoClient | None = None
+        self._retry = retry or mongo_retry()
 
     @classmethod
-    def connect(cls, uri: str, database: str) -> ProductStore:
-        """A store with its own client, closed by `close()`."""
-        client = AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-        store = cls(client[database])
+    def connect(cls, uri: str, database: str, *, server_selection_timeout: float = 5.0,
+                retry_seconds: float = 5.0) -> ProductStore:
+        """A store with its own client, closed by `close()`: replica-set ready (see above)."""
+        client = replica_set_client(uri, server_selection_timeout=server_selection_timeout)
+        store = cls(client[database], retry=mongo_retry(retry_seconds))
         store._owned_client = client
         return store
 
@@ -94,12 +103,14 @@ class ProductStore:
                                     resource=("product", doc["_id"])) from None
         return _product(doc)
 
+    @retried
     async def get(self, product_id: str) -> Product:
         doc = await self._products.find_one({"_id": product_id, "deleted": False})
         if doc is None:
             raise _not_found(product_id)
         return _product(doc)
 
+    @retried
     async def list_page(self, *, page_size: int, after: str | None = None,
                    name_prefix: str = "") -> tuple[list[Product], bool]:
         """One page ordered by id, after the id `after`; also says whether more follow."""
@@ -113,6 +124,7 @@ class ProductStore:
         docs = await cursor.to_list()
         return [_product(doc) for doc in docs[:page_size]], len(docs) > page_size
 
+    @retried
     async def update(self, product_id: str, changes: ProductChanges) -> Product:
         sets: dict = {"updated_at": _now()}
         if changes.name is not None:
@@ -137,6 +149,7 @@ class ProductStore:
 
     # Reservations
 
+    @retried
     async def reserve(self, reservation_id: str, items: StockItems) -> list[ReservedLine]:
         """Takes stock for every item or for none; repeating the call changes nothing."""
         wanted = sorted(items)
@@ -157,6 +170,7 @@ class ProductStore:
             return lines
         return await self._settle(reservation_id, wanted)
 
+    @retried
     async def release(self, reservation_id: str) -> tuple[bool, list[str]]:
         """Gives the stock back. Says whether this call closed the reservation (one caller
         among concurrent ones) and which products the reservation covers."""
@@ -176,6 +190,7 @@ class ProductStore:
         await self._drop_holds(reservation_id, items, give_back=True)
         return won, [product_id for product_id, _ in items]
 
+    @retried
     async def commit(self, reservation_id: str) -> bool:
         """Makes the reservation final; True only for the call that did it."""
         doc = await self._reservation(reservation_id)

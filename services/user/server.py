@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from portico.user.v1 import user_pb2_grpc
-from services.common.db import async_engine, upgrade
-from services.common.server import RunningServer, create_server
+from services.common.db import async_engine, postgres_retry, upgrade
+from services.common.server import ConnectionAge, RunningServer, create_server
 from services.common.settings import ServiceSettings
 from services.common.trust import build_trust
 from services.user import access, validation
@@ -49,7 +49,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
     revoker = Revoker(trust.redis, token_ttl=settings.jwt_ttl_seconds)
     throttle = LoginThrottle(trust.redis, free_failures=settings.login_failures_before_backoff,
                              max_seconds=settings.login_backoff_max_seconds)
-    servicer = UserServicer(UserStore(engine), tokens, passwords=passwords, revoker=revoker,
+    store = UserStore(engine, retry=postgres_retry(settings.store_retry_seconds))
+    servicer = UserServicer(store, tokens, passwords=passwords, revoker=revoker,
                             throttle=throttle)
 
     async def cleanup() -> None:
@@ -60,7 +61,8 @@ async def start(settings: ServiceSettings, *, host: str = "127.0.0.1",
     try:
         running = await create_server(
             [(user_pb2_grpc.add_UserServiceServicer_to_server, servicer, SERVICE_NAME)],
-            tls=trust.tls, admission=trust.admission, host=host, port=port)
+            tls=trust.tls, admission=trust.admission, host=host, port=port,
+            connection_age=ConnectionAge.of(settings))
     except BaseException:
         await cleanup()
         raise

@@ -12,7 +12,9 @@ from sqlalchemy import exists, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.db import postgres_retry
 from services.common.errors import AlreadyExists, NotFound
+from services.common.storeretry import StoreRetry, retried
 from services.user import paging
 from services.user.models import EMAIL_INDEX, UserRow
 
@@ -63,10 +65,14 @@ _FIRST_ADMIN_LOCK = 0x706F7274_61646D6E  # "portadmn": one first-admin decision 
 
 
 class UserStore:
-    """Creates, reads, changes, soft-deletes and pages through users."""
+    """Creates, reads, changes, soft-deletes and pages through users. Reads, and the writes
+    that are safe to repeat (end_tokens only moves a moment forward), are retried while
+    PostgreSQL fails over; the other writes are not (a sign-up repeated after a lost commit
+    would find its own email taken), and fail as UNAVAILABLE or INTERNAL then."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, retry: StoreRetry | None = None) -> None:
         self._engine = engine
+        self._retry = retry or postgres_retry()
 
     async def create(self, *, name: str, email: str, password_hash: str,
                      role: str) -> UserRecord:
@@ -76,6 +82,7 @@ class UserStore:
         ).returning(*_PUBLIC)
         return _record(await self._write_one(statement, email=email))
 
+    @retried
     async def get(self, user_id: str) -> UserRecord:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(*_PUBLIC).where(UserRow.id == user_id, _LIVE))).first()
@@ -102,6 +109,7 @@ class UserStore:
             raise _not_found(user_id)
         return _record(row), row.old_role
 
+    @retried
     async def end_tokens(self, user_id: str, at: float) -> None:
         """Records that the user's tokens issued at or before `at` are revoked (deleted users
         included; the moment only ever moves forward)."""
@@ -112,6 +120,7 @@ class UserStore:
         async with self._engine.begin() as conn:
             await conn.execute(statement)
 
+    @retried
     async def token_state(self, user_id: str) -> TokenState:
         """Whether the user is live, and since when its tokens are valid."""
         statement = select(UserRow.deleted_at, UserRow.tokens_valid_after).where(
@@ -123,6 +132,7 @@ class UserStore:
         after = row.tokens_valid_after.timestamp() if row.tokens_valid_after else None
         return TokenState(row.deleted_at is None, after)
 
+    @retried
     async def email_taken(self, email: str, *, other_than: str | None = None) -> bool:
         """Whether a live user (other than `other_than`) has this email in any case: checked
         before a password is hashed, so a duplicate sign-up costs no hash."""
@@ -132,6 +142,7 @@ class UserStore:
         async with self._engine.connect() as conn:
             return bool((await conn.execute(select(exists().where(*condition)))).scalar())
 
+    @retried
     async def credentials_of(self, user_id: str) -> Credentials:
         """The live user with its hash (to check a current password); NotFound otherwise."""
         statement = select(*_PUBLIC, UserRow.password_hash).where(UserRow.id == user_id, _LIVE)
@@ -150,6 +161,7 @@ class UserStore:
         if result.rowcount == 0:
             raise _not_found(user_id)
 
+    @retried
     async def list_page(self, *, page_size: int,
                         page_token: str = "") -> tuple[list[UserRecord], str]:
         """One page of live users, oldest first, and the token of the next page ("" at the end).
@@ -170,6 +182,7 @@ class UserStore:
         last = users[-1]
         return users, paging.encode(paging.Cursor(last.created_at, last.id))
 
+    @retried
     async def find_credentials(self, email: str) -> Credentials | None:
         """The live user with this email in any case, with its hash; None when there is none."""
         statement = select(*_PUBLIC, UserRow.password_hash).where(
