@@ -95,11 +95,10 @@ class SpreadCluster(LocalRedisCluster):
         self._replicas = 1
         self._seed = seed
         password_file = self.root / "password"
-        ports: dict[str, int] = {}
         self.nodes: list[Node] = []
         for shard, machines in enumerate(placement):
             for role, machine in zip(("primary", "replica"), machines, strict=True):
-                port = ports[machine.name] = ports.get(machine.name, 7000) + 1
+                port = 7001 if role == "primary" else 7002
                 self.nodes.append(Node(machine, self.root / f"shard{shard + 1}-{role}",
                                        password_file=password_file, port=port,
                                        bus_port=port + 10000, node_timeout_ms=node_timeout_ms))
@@ -134,3 +133,13 @@ class SpreadCluster(LocalRedisCluster):
     def primary_on(self, machine: Machine) -> Node:
         """The running primary on `machine`."""
         return next(node for node in self.primaries() if node.machine is machine)
+
+
+def slot_ranges(node: Node) -> list[tuple[int, int]]:
+    """The slots `node` serves as a primary now, from its own CLUSTER NODES line."""
+    for line in node.ask("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and "myself" in fields[2]:
+            return [(int(low), int(high or low)) for low, _, high in
+                    (part.partition("-") for part in fields[8:] if part[0].isdigit())]
+    return []
