@@ -12,6 +12,10 @@ What the configuration says, and why:
   request that could not reach a gateway, or whose gateway vanished under it, is sent to
   another one; but a POST without an Idempotency-Key is retried only when it was never sent
   (`disable-l7-retry`), since repeating it could place a second order;
+- `option http-buffer-request`: the whole request (a small JSON body) is read before a gateway
+  is picked; HAProxy retries only a request it holds whole, and a body that arrived after the
+  head was forwarded (httpx writes them apart) made a keyed order in flight on a lost gateway
+  end in a 504 instead of being sent to another;
 - `option forwardfor`: the gateways trust the balancer's address (PORTICO_TRUSTED_PROXIES), so
   each client keeps its own rate-limit bucket.
 
@@ -75,6 +79,7 @@ defaults
     option redispatch 1
     retry-on conn-failure empty-response response-timeout
     option http-server-close
+    option http-buffer-request
     option forwardfor
 
 frontend api

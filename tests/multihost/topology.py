@@ -4,7 +4,7 @@
                  pmh-switch: bridge pmh-br (no address)
    +-----------+-----------+-----------+-----------+-----------+
  pmh-h1      pmh-h2      pmh-h3      pmh-lb      pmh-dns    pmh-client
- .11 (+.21)  .12         .13         .20         .53        .100, .101-.132
+ .11 (+.21)  .12         .13         .20         .53        .100, .101-.164
 ```
 
 Each machine's `eth0` is one end of a veth pair whose other end (named after the machine) is a
@@ -47,7 +47,7 @@ class Machine:
 
 HOSTS = ("h1", "h2", "h3")
 SPARE = address(21)                        # a second address of h1
-CLIENT_SOURCES = [address(101 + i) for i in range(32)]
+CLIENT_SOURCES = [address(101 + i) for i in range(64)]
 
 
 class Network:
