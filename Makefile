@@ -11,8 +11,9 @@ protos: bootstrap
 
 test: bootstrap
 	@# wrk: the benchmark's smoke test drives load with it; promtool checks the alert rules;
-	@# checkov checks deploy/ (in an environment of its own, .venv/tools/checkov)
-	@scripts/bootstrap.sh wrk promtool checkov
+	@# checkov checks deploy/ (in an environment of its own, .venv/tools/checkov); ip and haproxy
+	@# serve the multi-host tier (tests/multihost)
+	@scripts/bootstrap.sh wrk promtool checkov ip haproxy
 	$(PY) -m pytest
 
 up: bootstrap

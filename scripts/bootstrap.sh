@@ -14,10 +14,12 @@ have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The Debian package of a command, where the names differ. promtool (the tests check the alert
 # rules with it) comes with Debian's prometheus package; on a machine that runs systemd, that
-# package also enables a Prometheus service of its own.
+# package also enables a Prometheus service of its own. `ip` (network namespaces) and haproxy
+# serve the multi-host tier.
 package_of() {
   case "$1" in
     promtool) echo prometheus ;;
+    ip) echo iproute2 ;;
     *) echo "$1" ;;
   esac
 }

@@ -1,7 +1,9 @@
-"""A DNS server of the tests' own on 127.0.0.1 and a free UDP port (dnslib parses and builds the
-messages): it answers A queries for the names it is given with the addresses the test sets, and
-can be made to stop answering (an outage). `target(name, port)` is the dns://authority/ target
-that asks it."""
+"""A DNS server of the tests' own on 127.0.0.1 (or the address `host` names) and a free UDP port
+(or `port`; dnslib parses and builds the messages): it answers A queries for the names it is
+given with the addresses the test sets, and can be made to stop answering (an outage).
+`target(name, port)` is the dns://authority/ target that asks it. Its socket belongs to the
+network namespace of the thread that makes the server (the multi-host tests make it inside
+one)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 class DnsServer:
     """A-record answers for a few names, changed while it runs; a thread serves UDP."""
 
-    def __init__(self, ttl: int = 0) -> None:
+    def __init__(self, ttl: int = 0, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._records: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._ttl = ttl
@@ -23,7 +25,8 @@ class DnsServer:
         self.queries = 0       # answered
         self.unanswered = 0    # dropped during an outage
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._socket.bind(("127.0.0.1", 0))
+        self.host = host
+        self._socket.bind((host, port))
         self._socket.settimeout(0.1)
         self.port = self._socket.getsockname()[1]
         self._stop = threading.Event()
@@ -45,7 +48,7 @@ class DnsServer:
 
     def target(self, name: str, port: int) -> str:
         """The dns: target asking this server for `name`, instances on `port`."""
-        return f"dns://127.0.0.1:{self.port}/{name}:{port}"
+        return f"dns://{self.host}:{self.port}/{name}:{port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -15,24 +15,26 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
 
-from scripts.devstack.postgres import _HBA, PostgresServer, _libpq_url
+from scripts.devstack.postgres import PostgresServer, _libpq_url
 from scripts.devstack.servers import LOCALHOST
 
 
 class PrimaryServer(PostgresServer):
     """A durable PostgreSQL that also admits replication connections of its superuser."""
 
-    def __init__(self, data_dir: Path | str) -> None:
-        super().__init__(data_dir, fast=False)
+    def __init__(self, data_dir: Path | str, **options: Any) -> None:
+        super().__init__(data_dir, fast=False, **options)
 
-    def _write_hba(self) -> None:
-        self._hba_path.write_text(_HBA + "host replication all 127.0.0.1/32 scram-sha-256\n")
-        if self._account is not None:
-            os.chown(self._hba_path, self._account.pw_uid, self._account.pw_gid)
+    def _hba(self) -> str:
+        # Replication from the loopback, and from the client networks (a standby on another
+        # host, in the multi-host tests).
+        return super()._hba() + "".join(f"host replication all {network} scram-sha-256\n"
+                                        for network in ("127.0.0.1/32", *self.clients))
 
     def replicate_synchronously(self, timeout: float = 30.0) -> None:
         """Once a standby streams: every commit waits for the standby to have it."""
@@ -50,8 +52,8 @@ class PrimaryServer(PostgresServer):
 class StandbyServer(PostgresServer):
     """A hot standby of `primary`, copied with pg_basebackup -R on first start."""
 
-    def __init__(self, data_dir: Path | str, primary: PostgresServer) -> None:
-        super().__init__(data_dir, fast=False)
+    def __init__(self, data_dir: Path | str, primary: PostgresServer, **options: Any) -> None:
+        super().__init__(data_dir, fast=False, **options)
         self.primary = primary
 
     def _prepare(self) -> None:
@@ -63,7 +65,7 @@ class StandbyServer(PostgresServer):
             if self._account is not None:
                 for path in (self.data_dir, self.pgdata):
                     os.chown(path, self._account.pw_uid, self._account.pw_gid)
-            source = (f"host={LOCALHOST} port={self.primary.port} user={self.user} "
+            source = (f"host={self.primary.host} port={self.primary.port} user={self.user} "
                       f"password={self.password}")
             backup = [str(self._bin_dir / "pg_basebackup"), "-D", str(self.pgdata), "-R",
                       "-X", "stream", "-c", "fast", "-d", source]
@@ -77,10 +79,12 @@ class StandbyServer(PostgresServer):
             conn.execute("SELECT pg_promote(wait => true, wait_seconds => 30)")
 
 
-def failover_url(server: PostgresServer, ports: Sequence[int],
+def failover_url(server: PostgresServer, ports: Sequence[int | str],
                  database: str = "portico") -> str:
-    """A URL with `server`'s credentials naming the servers on `ports` (tried in that order),
-    which connects only to the one that takes writes."""
-    hosts = ",".join(f"{LOCALHOST}:{port}" for port in ports)
+    """A URL with `server`'s credentials naming the servers on `ports` (tried in that order;
+    a port on 127.0.0.1, or a "host:port"), which connects only to the one that takes
+    writes."""
+    hosts = ",".join(port if isinstance(port, str) else f"{LOCALHOST}:{port}"
+                     for port in ports)
     return (f"postgresql://{server.user}:{quote(server.password, safe='')}@{hosts}/{database}"
             "?target_session_attrs=read-write")

@@ -103,7 +103,9 @@ class ResponseCache:
             lookup = await self._store.lookup(request.key, request.generation_keys)
         else:
             lookup = None
-        if lookup is None:  # Redis is down: straight upstream
+        # Redis is down, or back so recently that a write's signal may still be on its way:
+        # straight upstream.
+        if lookup is None or not self._store.settled:
             child(CACHE, "bypass").inc()
             return await call()
         stored = self._hit(request, lookup)

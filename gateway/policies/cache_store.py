@@ -75,6 +75,10 @@ class CacheStore:
     def usable(self) -> bool:
         return self._link.usable
 
+    @property
+    def settled(self) -> bool:
+        return self._link.settled
+
     async def lookup(self, key: str, generation_keys: tuple[str, ...]) -> Lookup | None:
         """The entry and generations, or None when Redis is down or failed."""
         reply = await self._link.run(self._lookup, [key, *generation_keys], [], concern="cache")

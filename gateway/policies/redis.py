@@ -5,9 +5,11 @@ fills) goes through one `RedisLink`: calls are batched into pipelines (batch.py)
 by one timeout, and any failure (an error, a refused connection, a timeout) marks Redis down
 for every policy at once. While Redis is down nobody waits for it: `run` answers None at once,
 and the policies fall back on their own (per-process buckets, no cache). One request at a time
-probes Redis again after `retry_interval`; when it is answered, every policy resumes. An outage
-is logged once when it starts and once when it ends, and each failure is counted in
-`portico_redis_errors_total` under the concern that met it.
+probes Redis again after `retry_interval`; when it is answered, every policy resumes, except that
+the cache serves no entry for `settle_seconds` more: a write made during the outage left its
+cache signal pending in its service (sent again every 0.5 s), and until it lands the entries it
+ends still look current. An outage is logged once when it starts and once when it ends, and each
+failure is counted in `portico_redis_errors_total` under the concern that met it.
 
 On a Redis Cluster (PORTICO_REDIS_MODE=cluster) the link sends each call to the primary of its
 first key's slot, batched per node (cluster.py); its health stays one notion for the whole
@@ -47,9 +49,10 @@ class RedisLink:
     """Batched Redis calls with one shared notion of whether Redis is usable."""
 
     def __init__(self, client: AnyRedis, *, timeout: float, retry_interval: float = 0.5,
+                 settle_seconds: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if retry_interval <= 0:
-            raise ValueError("retry_interval must be positive")
+        if retry_interval <= 0 or settle_seconds < 0:
+            raise ValueError("retry_interval must be positive, settle_seconds not negative")
         self.cluster = is_cluster(client)
         options = (client.nodes_manager.connection_kwargs if self.cluster
                    else client.connection_pool.connection_kwargs)
@@ -59,6 +62,8 @@ class RedisLink:
             ClusterBatcher(client, timeout=timeout) if self.cluster
             else RedisBatcher(client, timeout=timeout))
         self.retry_interval = retry_interval
+        self.settle_seconds = settle_seconds
+        self._settled_at = 0.0
         self._clock = clock
         self._down = False
         self._retry_at = 0.0
@@ -69,6 +74,12 @@ class RedisLink:
     def usable(self) -> bool:
         """True unless Redis is down and it is not yet time to try it again."""
         return not self._down or self._clock() >= self._retry_at
+
+    @property
+    def settled(self) -> bool:
+        """True unless Redis is down or came back less than `settle_seconds` ago: whether a
+        cache entry read now can be trusted to have seen every write acknowledged so far."""
+        return not self._down and self._clock() >= self._settled_at
 
     def script(self, text: str) -> Script:
         """A Lua script to `run`; on a cluster, every key it is given must be of one slot."""
@@ -121,6 +132,7 @@ class RedisLink:
         if self._down:
             self._down = False
             self._retry_at = 0.0
+            self._settled_at = self._clock() + self.settle_seconds
             REDIS_UP.set(1)
             log.info("Redis is available again: shared rate limits and the cache resume")
 

@@ -15,14 +15,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import metrics
 from gateway.upstream.breaker import InstanceBreaker, Ticket
+from services.common.keepalive import CLIENT_KEEPALIVE
 
 log = logging.getLogger("portico.gateway.upstream.pool")
 
 _CHANNEL_OPTIONS = [
     # Retries are the gateway's own (tenacity, on another instance, within a budget).
     ("grpc.enable_retries", 0),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
+    # A dead peer found within about 3 s, even one that vanished without a reset.
+    *CLIENT_KEEPALIVE,
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
     ("grpc.http2.bdp_probe", 0),

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -32,8 +33,9 @@ host all all ::1/128 scram-sha-256
 class PostgresServer(EmbeddedServer):
     """PostgreSQL from the machine's binaries; cluster in `data_dir/pgdata`, database `portico`.
 
-    The superuser `portico` logs in with a password (scram-sha-256) over TCP on 127.0.0.1 only;
-    the password is made once and kept in `data_dir/password`, and `url` carries it. No Unix
+    The superuser `portico` logs in with a password (scram-sha-256) over TCP on 127.0.0.1 only
+    (or on `host`, from the networks `clients` names as well: the multi-host tests); the password
+    is made once and kept in `data_dir/password`, and `url` carries it. No Unix
     socket is made, so a system cluster is never in the way. An existing cluster is reused (one
     made when logins needed no password is given the password and SCRAM on its next start). As
     root the server runs as the `postgres` account, since PostgreSQL refuses root.
@@ -54,9 +56,12 @@ class PostgresServer(EmbeddedServer):
         *,
         fast: bool = False,
         start_timeout: float = 60.0,
+        host: str = LOCALHOST,
+        clients: Sequence[str] = (),
     ) -> None:
-        super().__init__(data_dir, port, start_timeout=start_timeout)
+        super().__init__(data_dir, port, start_timeout=start_timeout, host=host)
         self.fast = fast
+        self.clients = tuple(clients)
         self._bin_dir = _postgres_bin_dir()
         self._account = _postgres_account()
 
@@ -67,7 +72,7 @@ class PostgresServer(EmbeddedServer):
     @property
     def url(self) -> str:
         return (f"postgresql+psycopg://{self.user}:{quote(self.password, safe='')}"
-                f"@{LOCALHOST}:{self.port}/{self.database}")
+                f"@{self.host}:{self.port}/{self.database}")
 
     @property
     def _hba_path(self) -> Path:
@@ -102,8 +107,13 @@ class PostgresServer(EmbeddedServer):
             password_file.unlink(missing_ok=True)
         self._write_hba()
 
+    def _hba(self) -> str:
+        """pg_hba.conf: the loopback, and the client networks, by password."""
+        return _HBA + "".join(f"host all all {network} scram-sha-256\n"
+                              for network in self.clients)
+
     def _write_hba(self) -> None:
-        self._hba_path.write_text(_HBA)
+        self._hba_path.write_text(self._hba())
         if self._account is not None:
             os.chown(self._hba_path, self._account.pw_uid, self._account.pw_gid)
 
@@ -115,7 +125,7 @@ class PostgresServer(EmbeddedServer):
 
     def _command(self) -> list[str]:
         settings = {
-            "listen_addresses": LOCALHOST,
+            "listen_addresses": self.host,
             "port": str(self.port),
             "unix_socket_directories": "",
             "max_connections": "200",

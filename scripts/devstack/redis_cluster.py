@@ -32,11 +32,13 @@ class ClusterNode(RedisServer):
     """One node: a RedisServer in cluster mode, with the cluster's password and a cluster bus
     port of its own (not port + 10000, which may be taken or past 65535)."""
 
-    def __init__(self, data_dir: Path, *, password_file: Path, node_timeout_ms: int) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, *, password_file: Path, node_timeout_ms: int,
+                 host: str = LOCALHOST, port: int | None = None,
+                 bus_port: int | None = None) -> None:
+        super().__init__(data_dir, port, host=host)
         self._password_file = password_file
         self.node_timeout_ms = node_timeout_ms
-        self.bus_port = find_free_port()
+        self.bus_port = bus_port if bus_port is not None else find_free_port()
 
     @property
     def password(self) -> str:
@@ -44,7 +46,7 @@ class ClusterNode(RedisServer):
 
     @property
     def address(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _prepare(self) -> None:
         super()._prepare()
@@ -67,7 +69,7 @@ class ClusterNode(RedisServer):
         """One command through redis-cli, its answer as text ('' when the node is down)."""
         result = subprocess.run(
             [find_executable("redis-cli", "install the redis-tools package"),
-             "-h", LOCALHOST, "-p", str(self.port), *command],
+             "-h", self.host, "-p", str(self.port), *command],
             env={**os.environ, "REDISCLI_AUTH": self.password}, capture_output=True, text=True,
             timeout=10, check=False)
         return result.stdout
@@ -160,7 +162,7 @@ class LocalRedisCluster:
         """The nodes that replicate `primary` now."""
         node_id = primary.ask("CLUSTER", "MYID").strip()
         return [node for node in self.nodes if node.running and node is not primary
-                and f"master_host:{LOCALHOST}" in (info := node.ask("INFO", "replication"))
+                and f"master_host:{primary.host}" in (info := node.ask("INFO", "replication"))
                 and f"master_port:{primary.port}" in info and node_id]
 
     def primaries(self) -> list[ClusterNode]:

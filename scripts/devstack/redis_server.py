@@ -29,8 +29,9 @@ class RedisServer(EmbeddedServer):
         *,
         persistent: bool = False,
         start_timeout: float = 60.0,
+        host: str = LOCALHOST,
     ) -> None:
-        super().__init__(data_dir, port, start_timeout=start_timeout)
+        super().__init__(data_dir, port, start_timeout=start_timeout, host=host)
         self.persistent = persistent
         self._executable = find_executable("redis-server", "install the redis-server package")
 
@@ -40,7 +41,7 @@ class RedisServer(EmbeddedServer):
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{LOCALHOST}:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     @property
     def _config_path(self) -> Path:
@@ -55,7 +56,7 @@ class RedisServer(EmbeddedServer):
         snapshots = ["--save", "60", "1"] if self.persistent else ["--save", ""]
         return [
             self._executable, str(self._config_path),
-            *("--port", str(self.port), "--bind", LOCALHOST, "--dir", str(self.data_dir)),
+            *("--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir)),
             *("--daemonize", "no", "--appendonly", "no", *snapshots),
             # Bounded whatever clients do: past it, the keys with a TTL closest to expiry go
             # first (rate buckets, then cache entries); revocations, kept for a token lifetime,
@@ -67,7 +68,7 @@ class RedisServer(EmbeddedServer):
         # Raw AUTH and PING, so the "-LOADING" reply Redis gives while it reads a snapshot
         # means wait.
         try:
-            with socket.create_connection((LOCALHOST, self.port), timeout=1) as sock:
+            with socket.create_connection((self.host, self.port), timeout=1) as sock:
                 sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
                 answer = b""
                 while answer.count(b"\r\n") < 2:

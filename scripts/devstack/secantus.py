@@ -24,14 +24,15 @@ class SecantusServer(EmbeddedServer):
         *,
         cache_size: str = "256M",
         start_timeout: float = 60.0,
+        host: str = LOCALHOST,
     ) -> None:
-        super().__init__(data_dir, port, start_timeout=start_timeout)
+        super().__init__(data_dir, port, start_timeout=start_timeout, host=host)
         self.cache_size = cache_size
         self._executable = find_executable("secantusd-py", "install the project's dev extra")
 
     @property
     def url(self) -> str:
-        return f"mongodb://{LOCALHOST}:{self.port}/"
+        return f"mongodb://{self.host}:{self.port}/"
 
     @property
     def _config_path(self) -> Path:
@@ -46,7 +47,7 @@ class SecantusServer(EmbeddedServer):
     def _command(self) -> list[str]:
         return [
             self._executable,
-            *("--config", str(self._config_path), "--host", LOCALHOST, "--port", str(self.port)),
+            *("--config", str(self._config_path), "--host", self.host, "--port", str(self.port)),
             *("--storage-path", str(self.data_dir), "--cache-size", self.cache_size),
         ]
 
@@ -55,7 +56,7 @@ class SecantusServer(EmbeddedServer):
         import pymongo
 
         try:
-            socket.create_connection((LOCALHOST, self.port), timeout=1).close()
+            socket.create_connection((self.host, self.port), timeout=1).close()
             options = {"directConnection": True, "serverSelectionTimeoutMS": 1000}
             with pymongo.MongoClient(self.url, **options) as client:
                 client.admin.command("ping")

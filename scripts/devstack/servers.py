@@ -2,8 +2,9 @@
 every kind of server shares (a free port, a data directory, start, stop, the log's tail).
 
 Each server keeps its data and its log (`<name>.log`) under the one directory it is given,
-listens only on 127.0.0.1, and runs in a session of its own so that Ctrl-C reaches it only
-through its owner's `stop()`.
+listens on 127.0.0.1 (or the one address `host` names: the multi-host tests bind servers to the
+addresses of their network namespaces), and runs in a session of its own so that Ctrl-C reaches
+it only through its owner's `stop()`.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ class EmbeddedServer(abc.ABC):
     stop_signal = signal.SIGTERM
 
     def __init__(
-        self, data_dir: Path | str, port: int | None = None, *, start_timeout: float = 60.0
+        self, data_dir: Path | str, port: int | None = None, *, start_timeout: float = 60.0,
+        host: str = LOCALHOST,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.host = host
         self.port = port if port is not None else find_free_port()
         self.start_timeout = start_timeout
         # A port we picked may be taken before the server binds it; then we may pick another,
@@ -198,7 +201,7 @@ class EmbeddedServer(abc.ABC):
     def _failure(self, reason: str) -> EmbeddedServerError:
         tail = _read_tail(self.log_path, self._log_offset)
         return EmbeddedServerError(
-            f"{self.name} on {LOCALHOST}:{self.port} {reason}; last lines of {self.log_path}:\n"
+            f"{self.name} on {self.host}:{self.port} {reason}; last lines of {self.log_path}:\n"
             f"{tail}"
         )
 

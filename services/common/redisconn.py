@@ -24,8 +24,11 @@ RedisMode = Literal["standalone", "cluster"]
 MODES: tuple[RedisMode, ...] = ("standalone", "cluster")
 AnyRedis = redis.Redis | RedisCluster
 # What a failed call raises, in either mode (a cluster with a slot no node serves raises
-# RedisClusterException, which is no RedisError).
-FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
+# RedisClusterException, which is no RedisError). redis-py's asyncio connection also leaks
+# AttributeError or TypeError from its transport when the connection is torn down under a
+# command (redis/redis-py#4287; seen here when a cluster primary was killed under load): every
+# `except FAILURES` wraps a client call and nothing else, so these count as Redis failing too.
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, AttributeError, TypeError)
 
 
 def connect(url: str, *, mode: RedisMode, timeout: float | None,

@@ -25,10 +25,11 @@ log = logging.getLogger("portico.server")
 
 _OPTIONS = [
     ("grpc.so_reuseport", 0),
-    # Clients (the gateway, the order service) ping idle connections every 30 s to find dead
-    # ones. By default a server counts a ping less than 5 minutes after the last one as a
-    # strike and, at the third, sends GOAWAY too_many_pings: every call in flight on that
-    # connection then fails (seen every 2 minutes on an idle stack). Accept the pings.
+    # Clients (the gateway, the order service) ping their connections every second to find
+    # dead peers (services/common/keepalive.py). By default a server counts a ping less than 5
+    # minutes after the last one as a strike and, at the third, sends GOAWAY too_many_pings:
+    # every call in flight on that connection then fails (seen every 2 minutes on an idle
+    # stack when the gateway pinged every 30 s). Accept the pings.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),

@@ -500,18 +500,57 @@ async def test_redis_down_bypasses_the_cache_then_it_resumes(
         finally:
             redis_server.start()
         clock.now += 1.5
+        probe = await client.get(f"/products/{product_id}")  # answered: Redis is back
+        clock.now += link.settle_seconds  # then entries are served again
         resumed = [await client.get(f"/products/{product_id}") for _ in range(2)]
     finally:
         await link.close()
         await redis.aclose()
-    for answer in (failing, *during, retried):
+    for answer in (failing, *during, retried, probe):
         assert answer.status_code == 200
         assert answer.json()["id"] == product_id
         assert "x-cache" not in answer.headers
-    assert catalogue.calls[product_id] == 1 + 5 + 1
+    assert catalogue.calls[product_id] == 1 + 6 + 1
     # One error per Redis attempt: none while backing off.
     assert REGISTRY.get_sample_value(errors, {"concern": "cache"}) == errors_before + 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert [a.headers["x-cache"] for a in resumed] == ["MISS", "HIT"]
     assert any("available again" in r.getMessage() for r in caplog.records)
+
+
+async def test_after_an_outage_no_entry_is_served_until_deferred_signals_can_land(
+        catalogue, redis_url, redis_client):
+    """A write made while Redis did not answer keeps its signal pending in the service until
+    Redis answers again; until then the entries it should end still look current. (Found by
+    the multi-host tier: a read right after a Redis Cluster failover got the old stock.) The
+    link serves no entry for its settle time after an outage, longer than the services' retry
+    interval, so the deferred signals land first."""
+    product_id = _product(catalogue, "v1")
+    clock = StepClock()
+    redis = edge_redis_client(redis_url)
+    link = RedisLink(redis, timeout=0.25, retry_interval=1.0, clock=clock)
+    client = _front(catalogue, link)
+    sender = CacheSignals(redis_url, timeout=0.25, retry_interval=0.5)
+    try:
+        await client.get(f"/products/{product_id}")
+        await asyncio.sleep(0.05)  # its fill, written behind, has gone out
+        await redis_client.execute_command("CLIENT", "PAUSE", "700", "ALL")
+        catalogue.products[product_id]["name"] = "v2"
+        await asyncio.gather(sender.changed("product", product_id),   # deferred: no answer
+                             client.get(f"/products/{product_id}"))   # the link goes down
+        assert sender.pending == 1
+        await asyncio.sleep(0.5)   # the pause is over; the service's retry is still to come
+        clock.now += 1.5           # the link's probe is due
+        after = await client.get(f"/products/{product_id}")
+        await asyncio.sleep(0.6)   # the deferred signal lands
+        assert sender.pending == 0
+        clock.now += link.settle_seconds
+        settled = [await client.get(f"/products/{product_id}") for _ in range(2)]
+    finally:
+        await sender.close()
+        await link.close()
+        await redis.aclose()
+    assert (after.json()["name"], "x-cache" in after.headers) == ("v2", False)
+    assert [(a.headers["x-cache"], a.json()["name"]) for a in settled] == [
+        ("MISS", "v2"), ("HIT", "v2")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -17,6 +18,7 @@ from services.common.identity import (
     bearer_token,
 )
 from services.common.revocation import (
+    RevocationReader,
     denied_key,
     is_revoked,
     parse_valid_after,
@@ -83,3 +85,20 @@ def test_the_decision(issued_at, valid_after, denied, revoked) -> None:
 def test_an_unreadable_moment_ends_nothing() -> None:
     assert parse_valid_after(b"1700000000.25") == 1700000000.25
     assert parse_valid_after(None) is None and parse_valid_after(b"soon") is None
+
+
+class _TornDown:
+    """A client whose connection was closed under the command: redis-py's asyncio transport
+    raises AttributeError then, not ConnectionError (redis/redis-py#4287)."""
+
+    async def mget(self, keys):
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+
+def test_a_connection_torn_down_under_the_read_is_redis_unavailable() -> None:
+    """Found by the multi-host tier: a cluster primary killed under load made CreateOrder fail
+    INTERNAL (a 500 at the edge) instead of the documented degraded answer."""
+    reader = RevocationReader(_TornDown())
+    claims = Claims("u1", "customer", time.time(), time.time() + 60, "t1")
+    assert asyncio.run(reader.revoked(claims)) is None
+    assert reader.unverified == 1

@@ -1,6 +1,7 @@
-"""Servers accept the keepalive pings of long-lived client channels (the gateway pings every
-30 s). gRPC's default server policy answers frequent pings with GOAWAY too_many_pings, which
-breaks every call in flight; here a client pinging every second keeps its stream for good."""
+"""Servers accept the keepalive pings of long-lived client channels (the gateway and the order
+service ping every second: services/common/keepalive.py). gRPC's default server policy answers
+frequent pings with GOAWAY too_many_pings, which breaks every call in flight; here a client
+pinging as they do keeps its stream for good."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.keepalive import CLIENT_KEEPALIVE
 from tests.trust import channel as secure_channel
 from tests.trust import serve, session_state_dir, tls_for
 
@@ -15,9 +17,7 @@ from tests.trust import serve, session_state_dir, tls_for
 async def test_frequent_keepalive_pings_do_not_break_a_stream() -> None:
     running = await serve([])
     tls = tls_for(session_state_dir(), "gateway")
-    channel = secure_channel(f"127.0.0.1:{running.port}", tls, options=[
-        ("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 2000),
-        ("grpc.http2.max_pings_without_data", 0), ("grpc.keepalive_permit_without_calls", 1)])
+    channel = secure_channel(f"127.0.0.1:{running.port}", tls, options=CLIENT_KEEPALIVE)
     try:
         stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         first = await stream.read()
