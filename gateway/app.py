@@ -1,6 +1,6 @@
 """The app factory: wiring only. Reads the settings once and hands plain values to components.
 
-The app is FastAPI with one middleware, the edge pipeline (gateway/edge/pipeline.py): every
+The app is FastAPI entered through the edge pipeline (gateway/edge/front.py, pipeline.py): every
 request goes through its steps; FastAPI's router answers what the pipeline hands it.
 """
 
@@ -17,7 +17,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from gateway import openapi
 from gateway.edge.accesslog import AccessLog
-from gateway.edge.pipeline import EdgeConfig, EdgePipeline
+from gateway.edge.front import EdgeApp
+from gateway.edge.pipeline import EdgeConfig
 from gateway.edge.request import Limits
 from gateway.edge.respond import EdgeHeaders
 from gateway.edge.tracing import EdgeTracing
@@ -52,7 +53,7 @@ def all_routes():
     return [route for module in RESOURCES for route in module.ROUTES]
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings | None = None) -> EdgeApp:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level)
     configure_tracing("portico-gateway")  # when the OTEL_* settings ask for traces
@@ -89,12 +90,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     dispatcher = Dispatcher(upstream)
     # The API's routes are the app's own: an included router is matched twice per request.
     api_routes = [route for module in RESOURCES for route in module.router(dispatcher).routes]
-    app = FastAPI(title="Portico", version=VERSION, lifespan=lifespan, routes=api_routes,
+    app = EdgeApp(edge=_edge(settings, link, dispatcher, api_routes), outer=_cors(settings),
+                  title="Portico", version=VERSION, lifespan=lifespan, routes=api_routes,
                   docs_url=None, redoc_url=None, redirect_slashes=False,
                   # Its per-request check costs ~4% of a cached GET; /metrics covers it.
-                  telemetry={"tracing": False, "metrics": False, "logs": False},
-                  middleware=[*_cors(settings), Middleware(
-                      EdgePipeline, config=_edge(settings, link, dispatcher, api_routes))])
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     install_handlers(app)
     app.include_router(ops.router(upstream, client))
     ops.mount_docs(app)

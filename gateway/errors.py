@@ -163,14 +163,19 @@ def install_handlers(app) -> None:
                                                 headers=dict(error.headers or {})))
 
     async def on_crash(request, error: Exception):
-        log.exception("unhandled error", extra={"path": request.scope["path"][:256]})
-        return request_problem(request, Problem(500, "the gateway failed to answer",
-                                                code="INTERNAL"))
+        return request_problem(request, crashed(request.scope["path"]))
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)
+
+
+def crashed(path: str) -> Problem:
+    """Logs the exception being handled (a bug of the gateway's) and answers it: a 500 that
+    tells the client nothing of it."""
+    log.exception("unhandled error", extra={"path": path[:256]})
+    return Problem(500, "the gateway failed to answer", code="INTERNAL")
 
 
 def validation_problem(issues: Iterable[Mapping[str, Any]]) -> Problem:

@@ -42,7 +42,7 @@ from gateway.edge.respond import (
     send_answer,
 )
 from gateway.edge.tracing import EdgeTracing
-from gateway.errors import Problem
+from gateway.errors import Problem, crashed
 from gateway.policies.auth import Authenticator, Revocations, checked, revocation_keys
 from gateway.policies.buckets import Decision, ReadAlong
 from gateway.policies.cache import CacheRequest, ResponseCache, cache_request
@@ -85,7 +85,7 @@ class EdgePipeline:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        began = time.perf_counter()
         request = EdgeRequest.parse(scope)
         token = request_id_var.set(request.request_id)
         match = self.config.table.resolve(request.method, request.path)
@@ -96,10 +96,14 @@ class EdgePipeline:
             context = EdgeContext(request.request_id, request.path, match.route, match.params,
                                   receive=receive)
             await self._steps(exchange, context, scope, receive)
+        except Exception:
+            if exchange.started:  # FastAPI's handler answered it; the server logs it too
+                raise
+            await self._answer(exchange, _problem(crashed(request.path), request))
         finally:
             self.config.access_log.record(
                 method=request.method, path=request.path, label=match.label,
-                status=exchange.status, elapsed=time.perf_counter() - started,
+                status=exchange.status, elapsed=time.perf_counter() - began,
                 sent=exchange.sent, client=request.peer,
                 exemplar=traced.exemplar() if traced else None)
             if traced is not None:  # after the access log line, which carries its trace id
@@ -250,9 +254,10 @@ class EdgePipeline:
             await self.app(for_fastapi(scope, request), receive, streamed)
         finally:
             exchange.status, exchange.sent = streamed.status, streamed.sent
+            exchange.started = streamed.started
 
     async def _answer(self, exchange: _Exchange, answer: Answer) -> None:
-        exchange.status, exchange.sent = answer.status, len(answer.body)
+        exchange.status, exchange.sent, exchange.started = answer.status, len(answer.body), True
         await send_answer(exchange.send, answer, exchange.finish(answer.headers),
                           head=exchange.request.method == "HEAD")
 
@@ -271,6 +276,7 @@ class _Exchange:
         self.reads: ReadAlong | None = None
         self.status = 500
         self.sent = 0
+        self.started = False  # the answer's first message went out
 
     def finish(self, headers: Headers) -> Headers:
         """`headers` with every header the edge adds."""

@@ -18,6 +18,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.edge.admission import Admission
+from gateway.edge.onewrite import OneWriteCycle
 from gateway.edge.request import REFUSAL
 
 # What a head may take on the wire beyond its target and header block: the method and version,
@@ -187,6 +188,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     # Admission (gateway/edge/admission.py)
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.__class__ = OneWriteCycle  # made by uvicorn's code: its answer in one write
         admission = self.admission
         if admission is None:
             HttpToolsProtocol._start_asgi_task(self, cycle, app)

@@ -16,7 +16,8 @@ from gateway.edge.admission import Admission
 from gateway.edge.protocol import BoundedHeadProtocol, HeadLimits, bounded_protocol
 from gateway.settings import GatewaySettings
 
-# The uvicorn code the protocol overrides, copies (data_received) or relies on, as of 0.55.0.
+# The uvicorn code the protocol overrides, copies (data_received) or relies on, as of 0.55.0
+# (and the cycle's send, which gateway/edge/onewrite.py mirrors).
 UVICORN_SOURCES = {
     "HttpToolsProtocol.__init__": "4f0899941034",
     "HttpToolsProtocol.connection_made": "6efb565ff3d3",
@@ -37,6 +38,7 @@ UVICORN_SOURCES = {
     "HttpToolsProtocol.timeout_keep_alive_handler": "8b53bf5f2e20",
     "RequestResponseCycle.__init__": "4d2f220910c3",
     "RequestResponseCycle.receive": "8124ae006be7",
+    "RequestResponseCycle.send": "abdd8601b326",
 }
 
 

@@ -4,14 +4,13 @@ for them do, and the requests they do not take still reach FastAPI."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import grpc
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from gateway.edge.pipeline import EdgePipeline
+from gateway.edge.front import EdgeApp
+from gateway.routes.dispatch import Dispatcher
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from portico.user.v1 import user_pb2, user_pb2_grpc
 from tests.integration.gateway.conftest import (
@@ -54,11 +53,9 @@ def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
             fastapi_by_id: bool = True) -> contextlib.AbstractAsyncContextManager:
     """The gateway, optionally without its direct routes or without FastAPI's GET-by-id
     endpoints (both are taken out before the first request builds the middleware stack)."""
-    def prepare(app: FastAPI) -> None:
+    def prepare(app: EdgeApp) -> None:
         if not direct:
-            pipeline = next(m for m in app.user_middleware if m.cls is EdgePipeline)
-            pipeline.kwargs["config"] = dataclasses.replace(pipeline.kwargs["config"],
-                                                            serve_direct=False)
+            app.replace_edge(serve_direct=False)
         if not fastapi_by_id:
             by_id = ("/products/{id}", "/users/{id}")
             app.router.routes[:] = [
@@ -117,3 +114,46 @@ async def test_the_direct_routes_take_only_gets_with_a_fitting_id(
         assert (head.status_code, head.content) == (200, b"")
         assert int(head.headers["content-length"]) > 0
         assert (await client.get("/products/bad.id")).status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/products/P1", "/products?limit=1"])
+async def test_a_gateway_bug_is_a_500_problem_not_a_bare_one(
+        address, signing_key, redis_url, monkeypatch, path) -> None:
+    """An exception in the gateway's own code, on a GET the pipeline answers itself and on
+    one FastAPI's router answers, is a problem+json 500 with the edge's headers."""
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Dispatcher, "serve", broken)
+    async with gateway(address, signing_key, redis_url) as client:
+        answer = await client.get(path, headers={"X-Request-ID": "req-bug-1"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "INTERNAL"
+    assert answer.json()["request_id"] == "req-bug-1"
+    assert "a bug" not in answer.text
+    assert answer.headers["x-request-id"] == "req-bug-1"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_cors_covers_the_answers_the_pipeline_makes_itself(
+        address, signing_key, redis_url) -> None:
+    """CORS (on when origins are named) is outside the pipeline: a preflight, a GET by id the
+    pipeline answers and a refusal all carry its headers; another origin gets none."""
+    origin = {"Origin": "https://shop.example"}
+    settings = settings_for(address, signing_key, redis_url, rate_limit_enabled=False,
+                            cache_enabled=False, cors_origins=["https://shop.example"])
+    async with gateway_client(settings) as client:
+        preflight = await client.options("/orders", headers={
+            **origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type"})
+        direct = await client.get("/products/P1", headers=origin)
+        refused = await client.get("/users/u1", headers=origin)
+        other = await client.get("/products/P1", headers={"Origin": "https://evil.example"})
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert (direct.status_code, refused.status_code) == (200, 401)
+    for answer in (preflight, direct, refused):
+        assert answer.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "RateLimit-Remaining" in direct.headers["access-control-expose-headers"]
+    assert "access-control-allow-origin" not in other.headers

@@ -8,6 +8,7 @@ import time
 
 from tests.integration.gateway.rawhttp import (
     LIMITS,
+    echo_app,
     closed,
     connect,
     read_response,
@@ -208,3 +209,18 @@ def test_expect_100_continue_and_an_unsupported_upgrade_work_as_in_uvicorn() -> 
         reader = sock.makefile("rb")
         sock.sendall(request("/things", ("Connection", "Upgrade"), ("Upgrade", "h2c")))
         assert read_response(reader)[0] == 200
+
+
+def test_every_request_refused_or_not_is_answered_through_the_one_write_cycle() -> None:
+    cycles: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        cycles.append(type(send.__self__).__name__)
+        await echo_app(scope, receive, send)
+
+    fills = [(f"X-Fill-{i}", "a" * 4096) for i in range(5)]
+    with serve(app=app) as served, connect(served) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(request("/one") + request("/two") + request("/three", *fills))
+        assert [read_response(reader)[0] for _ in range(3)] == [200, 200, 431]
+    assert cycles == ["OneWriteCycle"] * 3
