@@ -28,7 +28,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 
-@dataclass(frozen=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class _Call:
     args: tuple[Any, ...]
     script: AsyncScript | None

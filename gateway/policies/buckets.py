@@ -13,7 +13,8 @@ from typing import Literal
 Backend = Literal["redis", "local"]
 
 
-@dataclass(frozen=True, slots=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class ReadAlong:
     """Values read in the rate limiter's round trip for later steps of the same request (None
     for a missing key), with the Redis clock when they were read and the local monotonic time
@@ -28,7 +29,8 @@ class ReadAlong:
         return ReadAlong(self.values[start:stop], self.now, self.read_at)
 
 
-@dataclass(frozen=True, slots=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class Decision:
     """What a bucket said about one request, and what to tell the client about it."""
 

@@ -40,7 +40,8 @@ _OURS = frozenset({b"etag", b"cache-control", b"age", b"x-cache"})
 _PER_REQUEST = frozenset({b"x-request-id", b"set-cookie", b"date", b"server"})
 
 
-@dataclass(frozen=True, slots=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class CacheRequest:
     """What the cache needs to know about one request, read once."""
 
@@ -222,7 +223,8 @@ class ResponseCache:
                        age=int(age), max_age=max(0, int(self._ttl - int(age))))
 
 
-@dataclass(frozen=True, slots=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class _Stored:
     """An answer and what the cache knows of it: validators (cacheable answers only), age."""
 

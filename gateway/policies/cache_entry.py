@@ -112,7 +112,8 @@ def directives(values: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
-@dataclass(frozen=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class Entry:
     """A stored response and what it was filled against.
 

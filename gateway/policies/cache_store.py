@@ -24,7 +24,8 @@ return reply
 """
 
 
-@dataclass(frozen=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass
 class Lookup:
     """What Redis said at one instant: the stored entry (if any, and readable; decoded when
     first asked for), the current generations, and the time on the Redis clock, with the local

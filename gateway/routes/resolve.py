@@ -22,7 +22,8 @@ MAX_QUERY_FIELDS = 16
 QueryTypes = dict[str, type]
 
 
-@dataclass(frozen=True, slots=True)
+# Made per request: not frozen, which would make it several times dearer to build.
+@dataclass(slots=True)
 class Match:
     """The route of a request (None: no route for this method), its metrics label (the path
     template, or "other"), and its path parameters."""
