@@ -13,9 +13,9 @@
 
 The answer is sent once, with the edge's headers (request id, RateLimit-*, security); then one
 access log line and the metrics. FastAPI validates bodies and queries against the documented
-OpenAPI, serves the docs, and answers what the pipeline hands it. Before any of it, the server
-protocol (gateway/edge/protocol.py) bounds the request head and sheds load past the in-flight
-limit (gateway/edge/admission.py).
+OpenAPI, serves the docs, and answers what the pipeline hands it (the pipeline fronts it:
+gateway/edge/front.py). Before any of it, the server protocol (gateway/edge/protocol.py) bounds
+the request head and sheds load past the in-flight limit (gateway/edge/admission.py).
 """
 
 from __future__ import annotations

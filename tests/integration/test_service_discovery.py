@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -17,8 +16,8 @@ from portico.user.v1 import user_pb2, user_pb2_grpc
 from services.common.addresses import check_addresses
 from services.common.clients import service_channel
 from services.common.server import ConnectionAge
-from tests.dnsserver import DnsServer
-from tests.fleet import free_port, serve_at, tls_naming, within
+from tests.fleet import fleet as serve_fleet
+from tests.fleet import tls_naming, within
 
 NAME = "user.portico.test"
 HOSTS = ("127.0.0.2", "127.0.0.3")
@@ -36,18 +35,10 @@ class Named(user_pb2_grpc.UserServiceServicer):
         return user_pb2.GetUserResponse(user=user_pb2.User(id=self.host))
 
 
-@contextlib.asynccontextmanager
-async def fleet(name: str = NAME) -> AsyncIterator[tuple[DnsServer, int, dict]]:
-    port = free_port(HOSTS)
-    servers = {host: await serve_at(
-        [(user_pb2_grpc.add_UserServiceServicer_to_server, Named(host), SERVICE)],
-        host=host, port=port, name=name, connection_age=AGE) for host in HOSTS}
-    try:
-        with DnsServer() as dns:
-            yield dns, port, servers
-    finally:
-        for server in servers.values():
-            await server.stop(0)
+def fleet(name: str = NAME) -> contextlib.AbstractAsyncContextManager:
+    return serve_fleet(HOSTS, lambda host: (
+        user_pb2_grpc.add_UserServiceServicer_to_server, Named(host), SERVICE), name=name,
+        connection_age=AGE)
 
 
 async def who(stub: user_pb2_grpc.UserServiceStub) -> str:

@@ -15,7 +15,7 @@ from gateway.upstream.discovery import DiscoveryConfig
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from services.common.mtls import channel_credentials
 from services.common.server import ConnectionAge
-from tests.dnsserver import DnsServer
+from tests.fleet import fleet as serve_fleet
 from tests.fleet import free_port, serve_at, tls_naming, within
 from tests.integration.gateway.conftest import gateway_client, make_token, settings_for
 
@@ -35,19 +35,10 @@ class Named(product_pb2_grpc.ProductServiceServicer):
         return product_pb2.GetProductResponse(product=product_pb2.Product(id=self.host))
 
 
-@contextlib.asynccontextmanager
-async def fleet() -> AsyncIterator[tuple[DnsServer, int, dict]]:
+def fleet() -> contextlib.AbstractAsyncContextManager:
     """The DNS server, the instances' port, and a server per host of HOSTS."""
-    port = free_port(HOSTS)
-    servers = {host: await serve_at(
-        [(product_pb2_grpc.add_ProductServiceServicer_to_server, Named(host), SERVICE)],
-        host=host, port=port, name=NAME) for host in HOSTS}
-    try:
-        with DnsServer() as dns:
-            yield dns, port, servers
-    finally:
-        for server in servers.values():
-            await server.stop(0)
+    return serve_fleet(HOSTS, lambda host: (
+        product_pb2_grpc.add_ProductServiceServicer_to_server, Named(host), SERVICE), name=NAME)
 
 
 @contextlib.asynccontextmanager
