@@ -188,7 +188,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     # Admission (gateway/edge/admission.py)
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.__class__ = OneWriteCycle  # made by uvicorn's code: its answer in one write
+        # uvicorn made the cycle; from here on it writes a whole answer at once.
+        cycle.__class__ = OneWriteCycle
         admission = self.admission
         if admission is None:
             HttpToolsProtocol._start_asgi_task(self, cycle, app)

@@ -19,7 +19,6 @@ _SECURITY = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-_SECURITY_NAMES = frozenset(name for name, _ in _SECURITY)
 # API answers are data, never pages: nothing in them may load or run anything.
 _API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _NO_STORE = (b"cache-control", b"no-store")
@@ -36,11 +35,8 @@ class EdgeHeaders:
         `no-store`, so private data is never kept by a shared cache on the way."""
         names = {name for name, _ in headers}
         out = [*headers, (b"x-request-id", request_id.encode()), *limit]
-        if names.isdisjoint(_SECURITY_NAMES):  # the answer sets none of them: all are added
-            out += _SECURITY
-        else:
-            out.extend(h for h in _SECURITY if h[0] not in names)
-        out += self._extra
+        out.extend(h for h in _SECURITY if h[0] not in names)
+        out.extend(self._extra)
         if not docs and b"content-security-policy" not in names:
             out.append(_API_CSP)
         if b"cache-control" not in names:

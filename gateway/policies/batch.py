@@ -61,27 +61,18 @@ def pack(args: tuple[Any, ...]) -> bytes:
     of every request goes through here."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        kind = type(arg)  # exact types first: one comparison for nearly every argument
-        if kind is str:
-            value = arg.encode()
-        elif kind is bytes:
+        if isinstance(arg, bytes):
             value = arg
+        elif isinstance(arg, str):
+            value = arg.encode()
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            value = b"%d" % arg
+        elif isinstance(arg, float):
+            value = repr(arg).encode()
         else:
-            value = _encode_other(arg)
+            raise TypeError(f"Redis arguments are bytes, str, int or float, not {type(arg)}")
         parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
     return b"".join(parts)
-
-
-def _encode_other(arg: Any) -> bytes:
-    if isinstance(arg, bytes):
-        return arg
-    if isinstance(arg, str):
-        return arg.encode()
-    if isinstance(arg, int) and not isinstance(arg, bool):
-        return b"%d" % arg
-    if isinstance(arg, float):
-        return repr(arg).encode()
-    raise TypeError(f"Redis arguments are bytes, str, int or float, not {type(arg)}")
 
 
 class RedisBatcher:

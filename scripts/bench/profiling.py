@@ -35,26 +35,27 @@ _OWNERS = ("gateway", "services", "starlette", "fastapi", "uvicorn")
 # its innermost frame outwards (the rate limiter's Redis call is Redis; the access log's
 # counters are metrics). Samples matching none are the event loop's own work.
 CONCERNS = (
-    ("Redis (redis-py, token bucket, cache store)",
-     ("redis/", "ratelimit_buckets", "cache_store", "asyncio/streams")),
+    ("Redis (redis-py, batcher, token bucket, cache store)",
+     ("redis/", "gateway/policies/batch", "gateway/policies/redis", "gateway/policies/cluster",
+      "gateway/policies/buckets", "gateway/policies/cache_store", "asyncio/streams")),
     ("gRPC call (grpc.aio)", ("grpc/", "grpc_")),
-    ("call chain (upstream, tenacity, breaker, balancer)",
-     ("gateway/upstream", "tenacity/", "gateway/breaker", "gateway/balancer", "pybreaker")),
+    ("call chain (upstream, tenacity, breaker, pool)",
+     ("gateway/upstream", "tenacity/", "pybreaker")),
     ("protobuf <-> JSON", ("gateway/transcode", "google/protobuf", "orjson", "json/")),
-    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("metrics (prometheus_client)", ("prometheus_client", "gateway/metrics")),
     ("logging", ("logging/", "services/common/logs")),
-    ("JWT", ("jwt/", "cryptography", "gateway/auth")),
+    ("JWT", ("jwt/", "cryptography", "gateway/policies/auth", "services/common/identity")),
     ("FastAPI routing, parameters, pydantic",
      ("fastapi/routing", "fastapi/_compat", "fastapi/dependencies", "pydantic",
       "fastapi/encoders", "gateway/routes")),
-    ("gateway middlewares' own code", ("gateway/",)),
+    ("the edge's own code (pipeline, policies)", ("gateway/",)),
     ("uvicorn HTTP/1.1 (httptools)", ("uvicorn/protocols",)),
     ("Starlette/FastAPI plumbing", ("starlette/", "fastapi/")),
     ("uuid (request ids)", ("uuid",)),
 )
 # Frames every main-thread sample passes through: never a concern.
-_ROOTS = ("gateway/run.py", "services/cli.py", "uvicorn/_compat", "uvicorn/server",
-          "uvicorn/main")
+_ROOTS = ("gateway/__main__", "gateway/edge/server.py", "services/cli.py", "uvicorn/_compat",
+          "uvicorn/server", "uvicorn/main")
 
 
 def py_spy() -> str:
