@@ -21,9 +21,15 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 
+# A larger body goes out on its own after the head: joining them would copy it, for one
+# write saved among the many the kernel needs for it anyway.
+MAX_JOINED_BODY = 64 * 1024
+
+
 class OneWriteCycle(RequestResponseCycle):
     """RequestResponseCycle whose `send` holds an answer's head for its first body message
-    (or writes it alone when that body is not the plain, whole kind: chunked, a HEAD's)."""
+    (or writes it alone when that body is not the plain, whole kind: chunked, a HEAD's, one
+    over MAX_JOINED_BODY)."""
 
     _head: bytes | None = None
 
@@ -42,7 +48,8 @@ class OneWriteCycle(RequestResponseCycle):
             return
         self._head = None
         if kind != "http.response.body" or self.chunked_encoding or self.disconnected \
-                or self.scope["method"] == "HEAD" or self.flow.write_paused:
+                or self.scope["method"] == "HEAD" or self.flow.write_paused \
+                or len(message.get("body", b"")) > MAX_JOINED_BODY:
             if not self.disconnected:
                 self.transport.write(head)
             await RequestResponseCycle.send(self, message)

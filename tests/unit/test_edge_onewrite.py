@@ -10,7 +10,7 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from gateway.edge.onewrite import OneWriteCycle
+from gateway.edge.onewrite import MAX_JOINED_BODY, OneWriteCycle
 
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"7"),
            (b"x-request-id", b"r-1"), (b"X-Frame-Options", b"DENY")]
@@ -120,3 +120,30 @@ async def test_a_body_longer_or_shorter_than_its_length_is_refused() -> None:
 async def test_with_uvicorns_access_log_on_the_head_goes_out_as_uvicorn_sends_it() -> None:
     writes, _, _ = await answer(OneWriteCycle, WHOLE, access_log=True)
     assert len(writes) == 2
+
+
+async def test_a_large_body_is_not_copied_to_join_its_head() -> None:
+    body = b"x" * (MAX_JOINED_BODY + 1)
+    messages = [{"type": "http.response.start", "status": 200,
+                 "headers": [(b"content-length", str(len(body)).encode())]},
+                {"type": "http.response.body", "body": body}]
+    theirs, _, _ = await answer(RequestResponseCycle, messages)
+    ours, _, done = await answer(OneWriteCycle, messages)
+    assert ours == theirs and len(ours) == 2 and ours[1] == body
+    assert done == ["done"]
+
+
+async def test_a_slow_reader_gets_the_head_then_the_body_once_it_drains() -> None:
+    """While the transport's buffer is full the body waits, as in uvicorn; the head held
+    back goes out first, not later than it would have."""
+    made, transport, done = cycle(OneWriteCycle)
+    await made.send(WHOLE[0])
+    assert transport.writes == []
+    made.flow.pause_writing()
+    sending = asyncio.ensure_future(made.send(WHOLE[1]))
+    await asyncio.sleep(0.01)
+    assert len(transport.writes) == 1 and transport.writes[0].endswith(b"\r\n\r\n")
+    assert not sending.done()
+    made.flow.resume_writing()
+    await asyncio.wait_for(sending, 1)
+    assert transport.writes[1] == b'{"a":1}' and done == ["done"]
