@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
+
+from gateway.policies.resp import PooledConnection, RespConnection, open_connection, pack
 
 
 # Made per request: not frozen, which would make it several times dearer to build.
@@ -55,26 +56,6 @@ class _Call:
                 self.future.set_result(result)
 
 
-def pack(args: tuple[Any, ...]) -> bytes:
-    """One command in Redis's protocol (RESP2), as redis-py's encoder writes it (str as UTF-8,
-    int as its digits, float as its repr), at a fraction of its cost: the rate limiter's call
-    of every request goes through here."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            value = arg
-        elif isinstance(arg, str):
-            value = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            value = b"%d" % arg
-        elif isinstance(arg, float):
-            value = repr(arg).encode()
-        else:
-            raise TypeError(f"Redis arguments are bytes, str, int or float, not {type(arg)}")
-        parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
-    return b"".join(parts)
-
-
 class RedisBatcher:
     """`await batcher.command("SET", key, value)`, or `script = batcher.script(lua)` then
     `await script(keys, args)`: answers as Redis gives them (b"OK" for a SET: no response
@@ -92,7 +73,7 @@ class RedisBatcher:
         self._pending: list[_Call] = []
         self._sending = False
         self._timer: asyncio.TimerHandle | None = None
-        self._connection: AbstractConnection | None = None
+        self._connection: RespConnection | PooledConnection | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def script(self, text: str):
@@ -129,7 +110,8 @@ class RedisBatcher:
                         self._spawn()
                     await asyncio.sleep(self._timeout / 10)
         if self._connection is not None:
-            await self._connection.disconnect()
+            await self._connection.close()
+            self._connection = None
 
     def _linger_over(self) -> None:
         self._timer = None
@@ -205,23 +187,17 @@ class RedisBatcher:
         return results
 
     async def _pipeline(self, batch: list[_Call]) -> list:
-        # One batch is out at a time, so one connection of our own carries them all: packed
-        # and read straight, without a Pipeline object, the pool or response callbacks.
+        # One batch is out at a time, so one connection of our own carries them all, written
+        # at once and read at once (resp.py), without a Pipeline object or response callbacks.
         if self._connection is None:
-            self._connection = await self._client.connection_pool.get_connection()
+            self._connection = await open_connection(self._client)
         connection = self._connection
         try:
-            await connection.send_packed_command(
-                b"".join([pack(call.args) for call in batch]), check_health=False)
-            results: list = []
-            for _ in batch:
-                try:
-                    results.append(await connection.read_response())
-                except ResponseError as error:  # this command's own error: the stream is fine
-                    results.append(error)
+            connection.send(b"".join([pack(call.args) for call in batch]))
+            return await connection.replies(len(batch))
         except BaseException:
             # Cut short (a timeout, a broken socket): answers may still be on the way, so the
             # connection is closed, and opened again by the next batch.
-            await connection.disconnect(nowait=True)
+            self._connection = None
+            await connection.close()
             raise
-        return results

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
 
-from gateway.policies.batch import pack
+from gateway.policies.resp import pack
 
 ARGS = st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=40),
                           st.integers(min_value=-(2**63), max_value=2**63),
