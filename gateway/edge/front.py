@@ -8,7 +8,6 @@ middleware. Lifespan events go to FastAPI as they are.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,12 +28,6 @@ class EdgeApp(FastAPI):
         self.edge = edge
         self._outer = list(outer)
         self._front: ASGIApp | None = None
-
-    def replace_edge(self, **changes: Any) -> None:
-        """Changes the pipeline's configuration (before the first request)."""
-        if self._front is not None:
-            raise RuntimeError("the pipeline is built: change it before the first request")
-        self.edge = dataclasses.replace(self.edge, **changes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

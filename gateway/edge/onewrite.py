@@ -47,14 +47,14 @@ class OneWriteCycle(RequestResponseCycle):
             await RequestResponseCycle.send(self, message)
             return
         self._head = None
+        body = message.get("body", b"")
         if kind != "http.response.body" or self.chunked_encoding or self.disconnected \
                 or self.scope["method"] == "HEAD" or self.flow.write_paused \
-                or len(message.get("body", b"")) > MAX_JOINED_BODY:
+                or len(body) > MAX_JOINED_BODY:
             if not self.disconnected:
                 self.transport.write(head)
             await RequestResponseCycle.send(self, message)
             return
-        body = message.get("body", b"")
         if len(body) > self.expected_content_length:
             raise RuntimeError("Response content longer than Content-Length")
         self.expected_content_length -= len(body)

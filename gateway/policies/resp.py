@@ -40,6 +40,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 # message, as in redis-py); any other is a ResponseError with the whole message.
 _ERRORS = (("NOSCRIPT ", NoScriptError), ("MOVED ", MovedError), ("ASK ", AskError),
            ("CLUSTERDOWN ", ClusterDownError), ("TRYAGAIN ", TryAgainError))
+# Refusals of a sign-in (Redis 6+, and older servers' wording), kept whole.
+_AUTH = ("WRONGPASS", "NOAUTH", "ERR invalid password")
 READ_CHUNK = 64 * 1024
 
 
@@ -63,8 +65,10 @@ def pack(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-def reply_error(message: str) -> ResponseError:
+def reply_error(message: str) -> ResponseError | AuthenticationError:
     """An error reply as redis-py raises it."""
+    if message.startswith(_AUTH):
+        return AuthenticationError(message)
     for prefix, kind in _ERRORS:
         if message.startswith(prefix):
             return kind(message[len(prefix):])
@@ -110,14 +114,10 @@ class RespConnection:
             commands.append(("CLIENT", "SETNAME", options["client_name"]))
         if not commands:
             return
+        # Bounded by the batch that opens the connection, as any of its replies.
         self.send(b"".join(pack(command) for command in commands))
-        async with asyncio.timeout(options.get("socket_timeout") or 5.0):
-            replies = await self.replies(len(commands))
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                if "NOAUTH" in str(reply) or "WRONGPASS" in str(reply) or \
-                        "invalid password" in str(reply):
-                    raise AuthenticationError(str(reply))
+        for reply in await self.replies(len(commands)):
+            if isinstance(reply, Exception):
                 raise reply
 
     def send(self, data: bytes) -> None:

@@ -4,6 +4,7 @@ for them do, and the requests they do not take still reach FastAPI."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import grpc
 import httpx
@@ -55,7 +56,7 @@ def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
     endpoints (both are taken out before the first request builds the middleware stack)."""
     def prepare(app: EdgeApp) -> None:
         if not direct:
-            app.replace_edge(serve_direct=False)
+            app.edge = dataclasses.replace(app.edge, serve_direct=False)
         if not fastapi_by_id:
             by_id = ("/products/{id}", "/users/{id}")
             app.router.routes[:] = [
