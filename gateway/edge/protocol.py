@@ -199,13 +199,20 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return
         admission.in_flight += 1
         # uvicorn's own, but for the count (its reset_contextvars option is not used here).
-        task = self.loop.create_task(cycle.run_asgi(app))
+        task = self.loop.create_task(self._counted(cycle, app))
         task.add_done_callback(self.tasks.discard)
-        task.add_done_callback(self._release)
         self.tasks.add(task)
 
-    def _release(self, task: asyncio.Task) -> None:
-        self.admission.in_flight -= 1
+    async def _counted(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # Counted down as the handler returns, not in a done callback: uvloop reads the data
+        # that came meanwhile before it runs the callbacks of tasks that just ended, so the next
+        # requests of clients already answered would find them still counted, and be shed.
+        # (A task cancelled before it ever ran is not counted down: only uvicorn's shutdown
+        # cancels these tasks, and then the count no longer matters.)
+        try:
+            await cycle.run_asgi(app)
+        finally:
+            self.admission.in_flight -= 1
 
     def _shed(self, cycle: RequestResponseCycle) -> None:
         """Answers 503 at once; the connection is not read again for a short pause."""

@@ -119,3 +119,28 @@ def test_the_count_comes_down_when_clients_leave_mid_request() -> None:
         with connect(served) as later:
             later.sendall(request("/later"))
             assert read_response(later.makefile("rb"))[0] == 200
+
+
+class Lingering:
+    """An app whose request, once answered, keeps the event loop a moment (as a request does
+    that writes its log line and metrics after its answer went out)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+        time.sleep(0.2)  # the client has its answer and asks again meanwhile
+
+
+def test_a_request_is_counted_only_until_its_handler_returns() -> None:
+    # The loop reads the client's next request before it runs the callbacks of the task that
+    # just ended (uvloop does): counting down in a task's done callback would still count the
+    # answered request then, and shed a client that is within the limit.
+    admission = Admission(limit=1)
+    with serve(app=Lingering(), admission=admission) as served, connect(served) as client:
+        reader = client.makefile("rb")
+        statuses = []
+        for _ in range(3):
+            client.sendall(request("/one"))
+            statuses.append(read_response(reader)[0])
+    assert statuses == [200, 200, 200]
