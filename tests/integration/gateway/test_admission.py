@@ -12,7 +12,14 @@ import time
 from typing import Any
 
 from gateway.edge.admission import Admission
-from tests.integration.gateway.rawhttp import WAIT, connect, read_response, request, serve
+from tests.integration.gateway.rawhttp import (
+    WAIT,
+    connect,
+    echo_app,
+    read_response,
+    request,
+    serve,
+)
 
 
 class Held:
@@ -121,15 +128,11 @@ def test_the_count_comes_down_when_clients_leave_mid_request() -> None:
             assert read_response(later.makefile("rb"))[0] == 200
 
 
-class Lingering:
-    """An app whose request, once answered, keeps the event loop a moment (as a request does
-    that writes its log line and metrics after its answer went out)."""
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"{}"})
-        time.sleep(0.2)  # the client has its answer and asks again meanwhile
+async def lingering(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers, then keeps the event loop a moment (as a request does that writes its log line
+    and metrics after its answer went out)."""
+    await echo_app(scope, receive, send)
+    time.sleep(0.2)  # the client has its answer and asks again meanwhile
 
 
 def test_a_request_is_counted_only_until_its_handler_returns() -> None:
@@ -137,7 +140,7 @@ def test_a_request_is_counted_only_until_its_handler_returns() -> None:
     # just ended (uvloop does): counting down in a task's done callback would still count the
     # answered request then, and shed a client that is within the limit.
     admission = Admission(limit=1)
-    with serve(app=Lingering(), admission=admission) as served, connect(served) as client:
+    with serve(app=lingering, admission=admission) as served, connect(served) as client:
         reader = client.makefile("rb")
         statuses = []
         for _ in range(3):
