@@ -11,6 +11,7 @@ message of the protos. (Keys come in field order; json_format puts unset fields 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import Any, TypeVar
@@ -142,8 +143,25 @@ def _rfc3339(seconds: int, nanos: int) -> str:
 
 
 def _struct(struct: Message) -> dict[str, Any]:
-    # Attributes are mostly empty; anything in them goes through json_format's Value rules.
-    return json_format.MessageToDict(struct) if struct.fields else {}
+    """A Struct as json_format prints it (the ProtoJSON rules of Value), without its generic
+    walk: a catalogue's attributes are printed on every read."""
+    return {key: _json_value(value) for key, value in struct.fields.items()}
+
+
+def _json_value(value: Message) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value" or kind == "bool_value":
+        return getattr(value, kind)
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):  # as json_format: no JSON form (the services refuse it)
+            raise ValueError(f"{number} has no JSON form as a Value.number_value")
+        return number
+    if kind == "struct_value":
+        return _struct(value.struct_value)
+    if kind == "list_value":
+        return [_json_value(item) for item in value.list_value.values]
+    return None  # null_value, or no kind set
 
 
 _PLAIN = {_F.TYPE_STRING: str, _F.TYPE_BOOL: bool, _F.TYPE_INT32: int}

@@ -3,6 +3,7 @@ google.protobuf.json_format gives, on random messages of every type in the proto
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -106,6 +107,17 @@ def test_printer_falls_back_for_kinds_it_does_not_know() -> None:
     value = struct_pb2.Value(number_value=2.0)
     assert transcode.compile_printer(value.DESCRIPTOR) is None
     assert transcode.to_dict(struct_pb2.Struct(fields={"n": value})) == {"n": 2}
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_a_struct_number_without_a_json_form_is_refused_as_json_format_refuses_it(
+        number: float) -> None:
+    product = product_pb2.Product(id="P1")
+    product.attributes.update({"ok": 1, "nested": [{"n": number}]})
+    with pytest.raises(ValueError):
+        json_format.MessageToDict(product.attributes)
+    with pytest.raises(ValueError):
+        transcode.to_dict(product)
 
 
 REQUESTS = [route.request for route in all_routes()]
