@@ -9,7 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -93,6 +93,44 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def cpu_by_tree(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
+    """CPU seconds so far of each group of process trees: every process counts towards the
+    group of its nearest ancestor (itself included) among the groups' root pids, and its
+    reaped children's time with it, so a process that ended meanwhile is not lost. Processes
+    under no root are left out."""
+    root_group = {pid: name for name, pids in groups.items() for pid in pids}
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        # utime, stime, and the same of its children it has waited for
+        seconds[pid] = sum(int(field) for field in fields[11:15]) / _TICKS
+    totals = dict.fromkeys(groups, 0.0)
+    for pid, cpu in seconds.items():
+        ancestor, hops = pid, 0
+        while ancestor not in root_group and ancestor in parents and hops < 64:
+            ancestor, hops = parents[ancestor], hops + 1
+        if ancestor in root_group:
+            totals[root_group[ancestor]] += cpu
+    return totals
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting for I/O) so far."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user, nice, system, irq, softirq: not idle, iowait, or steal (the hypervisor's); guest
+    # time is counted within user already
+    return (sum(ticks[:3]) + ticks[5] + ticks[6]) / _TICKS
 
 
 def memory_mb(pid: int, field: str = "VmRSS") -> float:

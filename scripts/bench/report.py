@@ -117,6 +117,32 @@ def overload_table(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
             "Against the targets (printed, not asserted): " + "; ".join(verdicts) + ".", ""]
 
 
+# The process groups of a row's machine figures (stage.process_groups), in table order.
+MACHINE_GROUPS = ("gateway", "Envoy", "services", "PostgreSQL", "SecantusDB", "Redis", "load",
+                  "rest")
+
+
+def machine_table(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
+    """Where the whole machine's CPU went per request in the rows compared with Envoy, by
+    process group; no lines when the plan has no such pair."""
+    paired = {name for s in plan if s.envoy for name in (s.name, s.envoy)}
+    rows = [s for s in plan if s.name in paired and results[s.name].get("machine_us_per_request")]
+    if not rows:
+        return []
+    lines = ["| scenario | req/s | machine CPU (cores) | total | " + " | ".join(MACHINE_GROUPS)
+             + " |", "|" + "---|" * (len(MACHINE_GROUPS) + 4)]
+    for scenario in rows:
+        r = results[scenario.name]
+        spent = r["machine_us_per_request"]
+        cells = [scenario.name, _cell(r["rps"], 0), _cell(r["machine_cpu"]),
+                 _cell(sum(spent.values()), 0), *(_cell(spent.get(g), 0) for g in MACHINE_GROUPS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ["Where the machine's CPU went, µs per request, by process group (each process "
+            "tree's user and system time, its ended children's included; rest: the machine's "
+            "busy time that no group accounts for, the kernel's softirq work among it):", "",
+            *lines, ""]
+
+
 def _met(value: float | None, target: float, sign: int) -> str:
     if value is None:
         return "no figure for the target"
@@ -148,6 +174,7 @@ def markdown(document: dict, plan: list[Scenario]) -> str:
         f"{p['pinning']}.", "",
         table(document["scenarios"], plan), "",
         *tracing.table(document["scenarios"], plan),
+        *machine_table(document["scenarios"], plan),
         *overload_table(document["scenarios"], plan),
         *_errors(document["scenarios"], plan),
         f"Memory: the gateway's RSS {memory['rss_before_mb']:.1f} MB before and "

@@ -40,7 +40,7 @@ from scripts.bench.scenarios import (
     run_scenario,
     scenarios,
 )
-from scripts.bench.stage import gateway_pid, seed, start_stack
+from scripts.bench.stage import gateway_pid, process_groups, seed, start_stack
 from scripts.bench.wrk import wrk_path
 from scripts.devstack.servers import find_free_port
 
@@ -190,7 +190,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         envoy.wait_ready()
         servers = Servers(urls={"floor": floor_url, "portico": stack.gateway_url,
                                 "envoy": envoy.url},
-                          pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid})
+                          pids={"floor": floor.pid, "portico": gateway, "envoy": envoy.pid},
+                          groups=lambda: process_groups(stack, Envoy=envoy.pid,
+                                                        floor=floor.pid))
         plan = [scenario for scenario in scenarios(
             catalogue, overload_connections=args.overload_connections, settle=args.settle)
             if args.only is None or scenario.name in args.only]

@@ -122,6 +122,9 @@ class Servers:
 
     urls: dict[str, str]
     pids: dict[str, int]
+    # The machine's process groups whose CPU each row accounts for (procs.cpu_by_tree), asked
+    # afresh per row: the traced instances join the stack when their rows come.
+    groups: Callable[[], dict[str, list[int]]] = dict
 
 
 def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
@@ -139,13 +142,14 @@ def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
         def action() -> dict:
             return run_mix(url, scenario, catalogue, duration=duration, pinning=pinning,
                            workdir=workdir)
+    groups = servers.groups()
     if profile_dir is None or not scenario.server.startswith("portico"):
-        result = measured(pid, action)
+        result = measured(pid, action, groups)
     else:
         raw = profile_dir / f"{scenario.name}.txt"
         sampler = profiling.record(pid, raw, seconds=duration, pinning=pinning)
         try:
-            result = measured(pid, action)
+            result = measured(pid, action, groups)
         finally:
             sampler.wait(timeout=duration + 60)
         if raw.exists():
@@ -154,17 +158,28 @@ def run_scenario(scenario: Scenario, servers: Servers, catalogue: Catalogue, *,
     return result
 
 
-def measured(pid: int, action: Callable[[], dict]) -> dict:
+def measured(pid: int, action: Callable[[], dict],
+             groups: dict[str, list[int]] | None = None) -> dict:
     """Runs `action`, adding the CPU and peak memory of process `pid` while it ran (and, for a
-    load that counts its 2xx answers, the CPU per 2xx answer)."""
+    load that counts its 2xx answers, the CPU per 2xx answer), and where the whole machine's
+    CPU went per request, by process group (`groups`; "rest" is what no group accounts for)."""
     procs.reset_peak_memory(pid)
     rss_start = procs.memory_mb(pid)
+    by_group, busy = procs.cpu_by_tree(groups or {}), procs.machine_busy_seconds()
     cpu, started = procs.cpu_seconds(pid), time.monotonic()
     result = action()
     cpu, wall = procs.cpu_seconds(pid) - cpu, time.monotonic() - started
+    busy = procs.machine_busy_seconds() - busy
+    spent = {name: seconds - by_group[name]
+             for name, seconds in procs.cpu_by_tree(groups or {}).items()}
+    spent["rest"] = busy - sum(spent.values())
     requests = result.get("requests") or 0
     figures = {**result, "cpu": cpu / wall,
                "cpu_us_per_request": cpu / requests * 1e6 if requests else None,
+               "machine_cpu": busy / wall,
+               "machine_us_per_request": {name: seconds / requests * 1e6
+                                          for name, seconds in spent.items()}
+               if requests else None,
                "rss_start_mb": rss_start, "rss_mb": procs.memory_mb(pid, "VmHWM")}
     if "ok" in result:
         figures["cpu_us_per_2xx"] = cpu / result["ok"] * 1e6 if result["ok"] else None

@@ -46,6 +46,8 @@ BENCH_SETTINGS = {
     "PORTICO_LOG_LEVEL": "WARNING",
     "PORTICO_ACCESS_LOG": "false",
 }
+# The groups of process_groups for the embedded databases, by their server's name.
+_DATABASES = {"postgres": "PostgreSQL", "redis": "Redis", "secantus": "SecantusDB"}
 # The benchmark always runs on databases of its own, whatever the environment names.
 _EXTERNAL = ("PORTICO_DATABASE_URL", "PORTICO_REDIS_URL", "PORTICO_MONGODB_URI")
 
@@ -61,6 +63,23 @@ def start_stack(workdir: Path) -> Stack:
                          env=dict(BENCH_SETTINGS), log_dir=workdir / "logs",
                          fast_databases=True)
     return Stack(config).start()
+
+
+def process_groups(stack: Stack, **others: int) -> dict[str, list[int]]:
+    """The machine's processes by role, as the roots of their process trees: the gateways,
+    the service instances, each database, the `others` (Envoy, the floor app) and this
+    benchmark itself, whose children are the load generators."""
+    groups: dict[str, list[int]] = {"gateway": [], "services": []}
+    for child in stack.children.values():
+        if child.process is not None:
+            role = "gateway" if child.name.startswith("gateway") else "services"
+            groups[role].append(child.process.pid)
+    for server in stack.databases:
+        if server.pid is not None:
+            groups.setdefault(_DATABASES.get(server.name, server.name), []).append(server.pid)
+    groups.update({name: [pid] for name, pid in others.items()})
+    groups["load"] = [os.getpid()]
+    return groups
 
 
 def gateway_pid(stack: Stack) -> int:

@@ -34,6 +34,13 @@ def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_sta
         assert figures["cpu"] > 0 and figures["rss_mb"] > 0, name
     assert scenarios["floor"]["ratio_floor"] == 1.0
     assert scenarios["portico-uncached-products"]["ratio_envoy"] > 0
+    # Where the machine's CPU went: each front door and what it called, in its own group.
+    portico = scenarios["portico-uncached-products"]["machine_us_per_request"]
+    envoy = scenarios["envoy-products"]["machine_us_per_request"]
+    for group in ("gateway", "services", "SecantusDB", "Redis", "load"):
+        assert portico[group] > 0, group
+    assert envoy["Envoy"] > 0 and envoy["services"] > 0 and envoy["SecantusDB"] > 0
+    assert scenarios["portico-uncached-users"]["machine_us_per_request"]["PostgreSQL"] > 0
 
     mix = scenarios["mix-portico"]
     assert mix["puts"] > 0 and mix["gets"] > 0
@@ -51,6 +58,7 @@ def test_the_benchmark_runs_every_scenario_and_the_portico_mix_reads_nothing_sta
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in SCENARIOS)
     assert "Against the targets (printed, not asserted)" in table
+    assert "| envoy-users |" in table.split("Where the machine's CPU went")[1]
     assert "| portico-trace-100 | 100% |" in table  # the tracing rows' own table
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     assert "| floor |" in done.stdout  # the table is printed too
