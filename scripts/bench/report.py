@@ -139,7 +139,9 @@ def machine_table(results: dict[str, dict], plan: list[Scenario]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     return ["Where the machine's CPU went, µs per request, by process group (each process "
             "tree's user and system time, its ended children's included; rest: the machine's "
-            "busy time that no group accounts for, the kernel's softirq work among it):", "",
+            "busy time that no group accounts for, the kernel's softirq work among it, a little "
+            "below zero at times: the machine's time is sampled at clock ticks, a process's is "
+            "exact):", "",
             *lines, ""]
 
 
