@@ -97,7 +97,7 @@ class EdgePipeline:
                                   receive=receive)
             await self._steps(exchange, context, scope, receive)
         except Exception:
-            if exchange.started:  # FastAPI's handler answered it; the server logs it too
+            if exchange.started:  # an answer under way: the server logs it, drops the connection
                 raise
             await self._answer(exchange, _problem(crashed(request.path), request))
         finally:
@@ -252,6 +252,11 @@ class EdgePipeline:
         streamed = Streamed(exchange.send, exchange.finish, head=request.method == "HEAD")
         try:
             await self.app(for_fastapi(scope, request), receive, streamed)
+        except Exception:
+            if not streamed.finished:
+                raise  # cut short: the server logs it and closes the connection
+            # Answered whole by FastAPI's handler, which logged it (gateway/errors.py); raised
+            # again only for the server, which would log it twice and close the connection.
         finally:
             exchange.status, exchange.sent = streamed.status, streamed.sent
             exchange.started = streamed.started

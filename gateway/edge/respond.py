@@ -65,6 +65,7 @@ class Streamed:
         self.status = 500
         self.sent = 0
         self.started = False
+        self.finished = False  # the answer's last body message went out
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -76,6 +77,8 @@ class Streamed:
                 message = {**message, "body": b""}
             self.sent += len(message.get("body", b""))
         await self._send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
 
 
 class BodyError(Exception):

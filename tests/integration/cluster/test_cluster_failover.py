@@ -14,6 +14,7 @@ from gateway.policies.ratelimit import RateLimiter
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from scripts.devstack.redis_cluster import ClusterNode, LocalRedisCluster
 from tests.integration.gateway.conftest import gateway_client, grpc_server, settings_for
+from tests.logrecords import Kept
 
 DURATION, KILL_AT, WORKERS = 10.0, 1.5, 8
 
@@ -29,15 +30,6 @@ async def _promoted(replica: ClusterNode) -> float:
     while "role:master" not in await asyncio.to_thread(replica.ask, "INFO", "replication"):
         await asyncio.sleep(0.05)
     return time.monotonic()
-
-
-class Kept(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 async def test_a_killed_primary_fails_over_without_5xx(tmp_path, signing_key, monkeypatch):

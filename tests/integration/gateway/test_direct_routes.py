@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 
 import grpc
 import httpx
@@ -20,6 +21,7 @@ from tests.integration.gateway.conftest import (
     make_token,
     settings_for,
 )
+from tests.logrecords import Kept
 
 PER_REQUEST = {"x-request-id", "date"}
 
@@ -135,6 +137,28 @@ async def test_a_gateway_bug_is_a_500_problem_not_a_bare_one(
     assert "a bug" not in answer.text
     assert answer.headers["x-request-id"] == "req-bug-1"
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/products/P1", "/products?limit=1"])
+async def test_a_gateway_bug_is_logged_once_and_not_let_out_to_the_server(
+        address, signing_key, redis_url, monkeypatch, path) -> None:
+    """A bug answered whole is logged once, by the gateway; none is let out to the server,
+    which would log it a second time and close the connection."""
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Dispatcher, "serve", broken)
+    settings = settings_for(address, signing_key, redis_url, retry_max_attempts=1,
+                            rate_limit_enabled=False, cache_enabled=False)
+    errors = Kept(logging.ERROR)
+    async with gateway_client(settings, raise_app_exceptions=True) as client:
+        logging.getLogger().addHandler(errors)  # the app's logging setup is in place now
+        try:
+            answer = await client.get(path)
+        finally:
+            logging.getLogger().removeHandler(errors)
+    assert answer.status_code == 500
+    assert [record.getMessage() for record in errors.records] == ["unhandled error"]
 
 
 async def test_cors_covers_the_answers_the_pipeline_makes_itself(
