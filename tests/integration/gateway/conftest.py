@@ -64,16 +64,14 @@ async def grpc_server(*registrations: tuple) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def gateway_client(settings: GatewaySettings, *,
                          prepare: Callable[[FastAPI], None] | None = None,
-                         raise_app_exceptions: bool = False,
                          ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway app, started, behind an httpx client; `prepare` may change the app before
-    its first request builds the middleware stack. With `raise_app_exceptions`, an exception
-    the app lets out (which a server would log) is raised in the test."""
+    its first request builds the middleware stack."""
     app = create_app(settings)
     if prepare is not None:
         prepare(app)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app, raise_app_exceptions=raise_app_exceptions,
+        transport = httpx.ASGITransport(app, raise_app_exceptions=False,
                                         client=("203.0.113.9", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
