@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import atexit
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -29,11 +30,44 @@ LOCALHOST = "127.0.0.1"
 _LOG_TAIL_LINES = 25
 
 
+# find_free_port's ports: up to 20,000 below the ephemeral range, none under 10,000.
+_LOWEST_PORT, _PORTS_BELOW = 10_000, 20_000
+_handed_out: set[int] = set()
+
+
 def find_free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing is bound to right now and that this process has not
+    handed out before, below the kernel's ephemeral range. A port from that range (what binding
+    port 0 gives), free when probed, can be taken as the local port of any outgoing connection
+    before its server binds it (a service of a test's stack once failed to start so). Below the
+    range only explicit binds compete."""
+    low = _ephemeral_low()
+    candidates = range(max(_LOWEST_PORT, low - _PORTS_BELOW), low)
+    for _ in range(200 if candidates else 0):
+        port = random.choice(candidates)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    # An ephemeral range that leaves nothing below it: the kernel's choice, as before.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            return False
+        return True
 
 
 class EmbeddedServerError(RuntimeError):
