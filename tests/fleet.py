@@ -7,33 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import SimpleNamespace
 
+from scripts.devstack.servers import find_free_port
 from services.common import pki
 from services.common.admission import Admission
 from services.common.callers import CallerRules
 from services.common.server import ConnectionAge, RunningServer, create_server
 from tests.dnsserver import DnsServer
 from tests.trust import session_state_dir
-
-
-def free_port(hosts: Sequence[str]) -> int:
-    """A TCP port free on every one of `hosts` (the first's free port, checked on the rest)."""
-    for _ in range(20):
-        with socket.socket() as first:
-            first.bind((hosts[0], 0))
-            port = first.getsockname()[1]
-            try:
-                for host in hosts[1:]:
-                    with socket.socket() as other:
-                        other.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free on every host")
 
 
 def tls_naming(identity: str, hosts: Sequence[str]) -> pki.TlsMaterial:
@@ -59,7 +43,7 @@ async def fleet(hosts: Sequence[str], registration: Callable[[str], tuple], *, n
     """A server on each of `hosts` (one port) with `registration(host)`, and a DNS server
     (which names nothing until the test sets it): yields the DNS server, the port and the
     servers by host, and stops them all afterwards."""
-    port = free_port(hosts)
+    port = find_free_port(hosts)
     servers = {host: await serve_at([registration(host)], host=host, port=port, name=name,
                                     connection_age=connection_age) for host in hosts}
     try:

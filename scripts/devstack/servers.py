@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -35,23 +36,27 @@ _LOWEST_PORT, _PORTS_BELOW = 10_000, 20_000
 _handed_out: set[int] = set()
 
 
-def find_free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing is bound to right now and that this process has not
-    handed out before, below the kernel's ephemeral range. A port from that range (what binding
-    port 0 gives), free when probed, can be taken as the local port of any outgoing connection
-    before its server binds it (a service of a test's stack once failed to start so). Below the
-    range only explicit binds compete."""
+def find_free_port(hosts: Sequence[str] = (LOCALHOST,)) -> int:
+    """A TCP port that nothing is bound to right now on any of `hosts` and that this process has
+    not handed out before, below the kernel's ephemeral range. A port from that range (what
+    binding port 0 gives), free when probed, can be taken as the local port of any outgoing
+    connection before its server binds it (a service of a test's stack once failed to start so).
+    Below the range only explicit binds compete."""
     low = _ephemeral_low()
     candidates = range(max(_LOWEST_PORT, low - _PORTS_BELOW), low)
     for _ in range(200 if candidates else 0):
         port = random.choice(candidates)
-        if port not in _handed_out and _bindable(port):
+        if port not in _handed_out and all(_bindable(host, port) for host in hosts):
             _handed_out.add(port)
             return port
     # An ephemeral range that leaves nothing below it: the kernel's choice, as before.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((hosts[0], 0))
+            port = int(sock.getsockname()[1])
+        if all(_bindable(host, port) for host in hosts[1:]):
+            return port
+    raise RuntimeError(f"no TCP port free on every one of {', '.join(hosts)}")
 
 
 def _ephemeral_low() -> int:
@@ -61,10 +66,10 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
-def _bindable(port: int) -> bool:
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind((LOCALHOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True

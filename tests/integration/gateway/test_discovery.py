@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from gateway.upstream.call import BreakerConfig, CallPolicy, RetryBudget, Upstream
 from gateway.upstream.discovery import DiscoveryConfig
 from portico.product.v1 import product_pb2, product_pb2_grpc
+from scripts.devstack.servers import find_free_port
 from services.common.mtls import channel_credentials
 from services.common.server import ConnectionAge
 from tests.fleet import fleet as serve_fleet
-from tests.fleet import free_port, serve_at, tls_naming, within
+from tests.fleet import serve_at, tls_naming, within
 from tests.integration.gateway.conftest import gateway_client, make_token, settings_for
 
 NAME = "product.portico.test"
@@ -169,7 +170,7 @@ async def _gone(http, address: str) -> bool:
 async def test_a_servers_connection_age_never_shows_its_instance_unhealthy() -> None:
     """The server closes each connection after its age and grace, the health watch stream
     with it: the pool opens a new one at once instead of marking the instance down."""
-    port = free_port(HOSTS[:1])
+    port = find_free_port(HOSTS[:1])
     server = await serve_at(
         [(product_pb2_grpc.add_ProductServiceServicer_to_server, Named(HOSTS[0]), SERVICE)],
         host=HOSTS[0], port=port, name=NAME,

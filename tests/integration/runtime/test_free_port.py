@@ -16,3 +16,15 @@ def test_free_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> Non
     assert len(set(ports)) == len(ports)
     with socket.socket() as sock:
         sock.bind((LOCALHOST, ports[-1]))  # nothing holds it
+
+
+def test_a_port_for_several_hosts_is_free_on_each() -> None:
+    hosts = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    port = find_free_port(hosts)
+    bound = [socket.socket() for _ in hosts]
+    try:
+        for sock, host in zip(bound, hosts):
+            sock.bind((host, port))
+    finally:
+        for sock in bound:
+            sock.close()
