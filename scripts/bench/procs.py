@@ -90,9 +90,15 @@ def stop(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads, so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = _stat_fields(Path(f"/proc/{pid}"))
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def _stat_fields(process: Path) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state first), as proc(5)
+    numbers them less 3."""
+    stat = (process / "stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
 
 
 def cpu_by_tree(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
@@ -107,10 +113,9 @@ def cpu_by_tree(groups: Mapping[str, Iterable[int]]) -> dict[str, float]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = _stat_fields(entry)
         except OSError:  # ended while we looked
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
         pid = int(entry.name)
         parents[pid] = int(fields[1])
         # utime, stime, and the same of its children it has waited for

@@ -163,15 +163,16 @@ def measured(pid: int, action: Callable[[], dict],
     """Runs `action`, adding the CPU and peak memory of process `pid` while it ran (and, for a
     load that counts its 2xx answers, the CPU per 2xx answer), and where the whole machine's
     CPU went per request, by process group (`groups`; "rest" is what no group accounts for)."""
+    groups = groups or {}
     procs.reset_peak_memory(pid)
     rss_start = procs.memory_mb(pid)
-    by_group, busy = procs.cpu_by_tree(groups or {}), procs.machine_busy_seconds()
+    by_group, busy = procs.cpu_by_tree(groups), procs.machine_busy_seconds()
     cpu, started = procs.cpu_seconds(pid), time.monotonic()
     result = action()
     cpu, wall = procs.cpu_seconds(pid) - cpu, time.monotonic() - started
     busy = procs.machine_busy_seconds() - busy
     spent = {name: seconds - by_group[name]
-             for name, seconds in procs.cpu_by_tree(groups or {}).items()}
+             for name, seconds in procs.cpu_by_tree(groups).items()}
     spent["rest"] = busy - sum(spent.values())
     requests = result.get("requests") or 0
     figures = {**result, "cpu": cpu / wall,

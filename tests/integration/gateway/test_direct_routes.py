@@ -68,9 +68,13 @@ def gateway(address: str, signing_key, redis_url: str, *, direct: bool = True,
                 r for r in app.router.routes
                 if not (getattr(r, "path", None) in by_id and "GET" in r.methods)]
 
-    settings = settings_for(address, signing_key, redis_url, retry_max_attempts=1,
-                            rate_limit_enabled=False, cache_enabled=False)
-    return gateway_client(settings, prepare=prepare)
+    return gateway_client(_settings(address, signing_key, redis_url), prepare=prepare)
+
+
+def _settings(address: str, signing_key, redis_url: str):
+    """One try per call, no rate limit, no cache: each request reaches the dispatcher."""
+    return settings_for(address, signing_key, redis_url, retry_max_attempts=1,
+                        rate_limit_enabled=False, cache_enabled=False)
 
 
 def _requests(signing_key) -> list[tuple[str, str, dict[str, str]]]:
@@ -152,9 +156,7 @@ async def test_a_gateway_bug_is_logged_once_and_its_connection_kept(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(Dispatcher, "serve", broken)
-    settings = settings_for(address, signing_key, redis_url, retry_max_attempts=1,
-                            rate_limit_enabled=False, cache_enabled=False)
-    app = create_app(settings)
+    app = create_app(_settings(address, signing_key, redis_url))
     errors = Kept(logging.ERROR)
 
     def ask_twice() -> list[int]:
