@@ -79,7 +79,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_from = 0  # bytes_fed when the current head began (see on_message_complete)
         self._in_head = True  # False from a head's end to its message's end
         self.url: bytes | None = None  # None until a message begins (uvicorn's, from then on)
-        self._refused = False
+        self._last = False  # the connection's last answer is on its way: nothing more is read
         # When the server began waiting for a head (None: not waiting). One timer per
         # connection checks it, re-armed only when it fires: a request costs no timer.
         self._waiting_since: float | None = None
@@ -122,7 +122,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     # Feeding the parser
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._last:
             return  # its answer is on the way, then the connection closes
         self._unset_keepalive_if_required()
         if not self._in_head:
@@ -135,7 +135,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         # Within a head, feed no more than its budget has left, then see how it ended.
         if self._feed(memoryview(data)[:room]) and self._in_head:
             self._refuse(431)
-        elif not self._refused:
+        elif not self._last:
             self.data_received(memoryview(data)[room:])
 
     def _feed(self, piece: bytes | memoryview) -> bool:
@@ -152,17 +152,14 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            self._upgrade_declined()
         return False
 
     # Parser callbacks: the sizes are checked once the head is whole (the budget bounds what
     # it can hold meanwhile), so the common head costs no per-header callback of ours.
     def on_headers_complete(self) -> None:
         self._waiting_since = None
-        status = self._oversize()
+        status = self._oversize() or self._upgrade_with_body()
         if status is not None:
             raise _Refusal(status)
         self._in_head = False
@@ -185,6 +182,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 del self.headers[index:]  # this header and any after it are dropped
                 return status or 431
         return status
+
+    # Upgrades: none is offered (no WebSocket, no h2c). A server may ignore Upgrade (RFC 9110
+    # 7.8): the request is answered as the HTTP/1.1 request it also is. But httptools stops
+    # where the upgraded protocol would begin and drops the rest of that read, and hands it
+    # any body: so such a request is its connection's last, and one with a body is refused.
+    def _should_upgrade_to_ws(self) -> bool:
+        return False
+
+    def _upgrade_declined(self) -> None:
+        self._last = True
+        if self.cycle is not None:
+            self.cycle.keep_alive = False
+
+    def _upgrade_with_body(self) -> int | None:
+        """400 for a head asking for an upgrade that announces a body, else None."""
+        if not self.parser.should_upgrade():
+            return None
+        for name, value in self.headers:
+            if name == b"transfer-encoding" or (name == b"content-length"
+                                                and value.strip() != b"0"):
+                return 400
+        return None
 
     # Admission (gateway/edge/admission.py)
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
@@ -238,7 +257,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self.url is None:  # only empty lines came: nothing of a head was parsed
             self.on_message_begin()
         status = self._oversize() or status
-        self._refused, self._waiting_since = True, None
+        self._last, self._waiting_since = True, None
         cycle = RequestResponseCycle(
             scope=self._refused_scope(status), transport=self.transport, flow=self.flow,
             logger=self.logger, access_logger=self.access_logger, access_log=self.access_log,

@@ -23,7 +23,7 @@ _LISTS = frozenset({b"cache-control", b"pragma", b"if-none-match", b"x-forwarded
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 # The scope extension the server protocol (gateway/edge/protocol.py) sets on a head it cut
-# short; its value is the status to answer (431, 414).
+# short; its value is the status to answer (431, 414; 400 for an upgrade with a body).
 REFUSAL = "portico.head_refusal"
 
 
@@ -97,6 +97,9 @@ class Limits:
         if request.head_refusal == 431 or request.header_bytes > self.max_header_bytes:
             return Problem(431, f"the request's headers are larger than "
                                 f"{self.max_header_bytes} bytes", code="HEADERS_TOO_LARGE")
+        if request.head_refusal == 400:
+            return Problem(400, "a request asking for a protocol upgrade cannot carry a body: "
+                                "this server offers no upgrade", code="BAD_REQUEST")
         length = request.headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18:

@@ -51,8 +51,9 @@ class Served:
 
 @contextlib.contextmanager
 def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = echo_app,
-          admission: Admission | None = None) -> Iterator[Served]:
-    """The protocol with the default size limits in a uvicorn server on 127.0.0.1:0."""
+          admission: Admission | None = None, lifespan: str = "off") -> Iterator[Served]:
+    """The protocol with the default size limits in a uvicorn server on 127.0.0.1:0 (`lifespan`
+    "on" starts the app in the server's own loop, for an app whose I/O is bound to it)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     served = Served(port=listener.getsockname()[1])
@@ -65,7 +66,7 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
     limits = HeadLimits(head_timeout=head_timeout)
     config = uvicorn.Config(app, http=functools.partial(Recording, limits=limits,
                                                         admission=admission),
-                            lifespan="off", log_config=None, access_log=False,
+                            lifespan=lifespan, log_config=None, access_log=False,
                             timeout_keep_alive=keepalive)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 
 from gateway.app import create_app
 from portico.product.v1 import product_pb2, product_pb2_grpc
+from tests.integration.gateway import rawhttp
 from tests.integration.gateway.conftest import (
     gateway_client,
     grpc_server,
@@ -191,3 +192,35 @@ async def test_unknown_or_repeated_query_parameters_are_refused_and_never_keyed(
             assert await observer.dbsize() <= before + 2
     finally:
         await observer.aclose()
+
+
+async def test_protocol_upgrades_are_not_offered(products, signing_key, redis_url) -> None:
+    """Behind a real server: a WebSocket (or any) upgrade is answered as the plain request it
+    also is, and one whose body the parser would hand to the upgraded protocol is refused."""
+    app = create_app(settings_for(products[1], signing_key, redis_url,
+                                  rate_limit_rate=1000.0, rate_limit_burst=100_000))
+    admin = f"Bearer {make_token(signing_key[0], 'a1', 'admin')}"
+    upgrade = ("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+    asks = [f"GET /products/P1 HTTP/1.1\r\nHost: gateway\r\n{upgrade}\r\n",
+            f"POST /products HTTP/1.1\r\nHost: gateway\r\n{upgrade}Authorization: {admin}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 13\r\n\r\n{"name": "x"}']
+
+    def ask_each() -> list[tuple[int, dict, dict]]:
+        answers = []
+        with rawhttp.serve(app=app, lifespan="on") as served:
+            for head in asks:
+                with rawhttp.connect(served) as sock:
+                    sock.sendall(head.encode())
+                    status, headers, body = rawhttp.read_response(sock.makefile("rb"))
+                    assert rawhttp.closed(sock)
+                answers.append((status, {k.decode(): v.decode() for k, v in headers.items()},
+                                body))
+        return answers
+
+    (got, _, product), (refused, headers, problem) = await asyncio.to_thread(ask_each)
+    assert (got, product["id"]) == (200, "P1")
+    assert (refused, problem["code"]) == (400, "BAD_REQUEST"), problem
+    assert headers["content-type"] == "application/problem+json"
+    assert all(name in headers for name in LIMITED), headers
+    assert products[0].calls >= 1

@@ -3,8 +3,11 @@ and loop, a free port) serving a tiny app, talked to over raw sockets."""
 
 from __future__ import annotations
 
+import logging
 import select
 import time
+
+import pytest
 
 from tests.integration.gateway.rawhttp import (
     LIMITS,
@@ -15,6 +18,7 @@ from tests.integration.gateway.rawhttp import (
     request,
     serve,
 )
+from tests.logrecords import Kept
 
 # Deadline and keep-alive
 
@@ -194,7 +198,7 @@ def test_a_refusal_pipelined_behind_a_request_waits_its_turn() -> None:
         assert reader.read(1) == b""
 
 
-def test_expect_100_continue_and_an_unsupported_upgrade_work_as_in_uvicorn() -> None:
+def test_expect_100_continue_works_as_in_uvicorn() -> None:
     with serve() as served, connect(served) as sock:
         reader = sock.makefile("rb")
         head = request("/orders", ("Expect", "100-continue"), ("Content-Length", "5"),
@@ -205,10 +209,48 @@ def test_expect_100_continue_and_an_unsupported_upgrade_work_as_in_uvicorn() -> 
         sock.sendall(b"hello")
         status, _, seen = read_response(reader)
         assert (status, seen["body"]) == (200, "hello")
+
+
+# Upgrades: the gateway offers none (no WebSocket, no h2c)
+
+UPGRADES = (("Upgrade", "websocket"), ("Upgrade", "h2c"))
+
+
+@pytest.mark.parametrize("upgrade", UPGRADES, ids=["websocket", "h2c"])
+def test_a_request_asking_for_an_upgrade_is_answered_as_http_then_the_connection_closes(
+        upgrade) -> None:
+    # The parser stops where the upgraded protocol would begin, so nothing after the request
+    # (here a pipelined one) is read: the connection closes after the answer.
+    kept = Kept(logging.DEBUG)
+    logging.getLogger().addHandler(kept)
+    try:
+        with serve() as served, connect(served) as sock:
+            reader = sock.makefile("rb")
+            sock.sendall(request("/things", ("Connection", "Upgrade"), upgrade,
+                                 ("Sec-WebSocket-Version", "13"),
+                                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="))
+                         + request("/pipelined"))
+            status, headers, seen = read_response(reader)
+            assert (status, seen["path"], seen["mark"]) == (200, "/things", None)
+            assert headers[b"connection"] == b"close"
+            assert closed(sock)
+    finally:
+        logging.getLogger().removeHandler(kept)
+    # Not a server problem: no error, no warning (uvicorn's own logs a warning per request).
+    assert [r.getMessage() for r in kept.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_request_asking_for_an_upgrade_with_a_body_is_refused() -> None:
+    # The parser hands what follows the head to the upgraded protocol, so such a request
+    # would reach the app without its body: it is refused instead, and the connection ends.
     with serve() as served, connect(served) as sock:
         reader = sock.makefile("rb")
-        sock.sendall(request("/things", ("Connection", "Upgrade"), ("Upgrade", "h2c")))
-        assert read_response(reader)[0] == 200
+        sock.sendall(request("/things", ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                             ("Content-Type", "application/json"), body=b'{"a": 1}',
+                             method="POST"))
+        status, _, seen = read_response(reader)
+        assert (status, seen["mark"], seen["body"]) == (400, 400, "")
+        assert closed(sock)
 
 
 def test_every_request_refused_or_not_is_answered_through_the_one_write_cycle() -> None:
