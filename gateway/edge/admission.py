@@ -11,15 +11,11 @@ gateway must still say so.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from http import HTTPStatus
-
-import orjson
 
 from gateway import metrics
-from gateway.edge.respond import EdgeHeaders
-from gateway.errors import Problem, problem_body, problem_headers
+from gateway.edge.canned import CannedAnswer
+from gateway.errors import Problem
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -38,29 +34,14 @@ class Admission:
         if self.limit < 1 or self.retry_after < 1 or not 0 <= self.pause <= self.retry_after:
             raise ValueError("limit and retry_after must be at least 1, pause within 0 and "
                              "retry_after")
-        # The answer is the same for every shed request but for its id and path: made once.
-        problem = Problem(503, "the gateway is at capacity; try again shortly",
-                          code="OVERLOADED", headers={"Retry-After": str(self.retry_after)})
-        marker = "\x00"
-        body = problem_body(problem, instance=marker, request_id=marker)
-        self._body = body.split(orjson.dumps(marker))  # [before instance, before id, after]
-        headers = EdgeHeaders(hsts=self.hsts).finish(
-            [h for h in problem_headers(problem, body) if h[0] != b"content-length"],
-            request_id=marker, limit=[], docs=False)
-        head = [b"HTTP/1.1 503 %s\r\n" % HTTPStatus(503).phrase.encode()]
-        head += [b"%s: %s\r\n" % (name, value) for name, value in headers]
-        self._head = b"".join(head).split(marker.encode())  # [before id, after id]
+        self._answer = CannedAnswer(
+            Problem(503, "the gateway is at capacity; try again shortly", code="OVERLOADED",
+                    headers={"Retry-After": str(self.retry_after)}), hsts=self.hsts)
 
     def admits(self, path: str) -> bool:
         return self.in_flight < self.limit or path in EXEMPT
 
     def answer(self, path: str, *, keep_alive: bool) -> bytes:
         """The whole HTTP/1.1 answer of a shed request, as the pipeline would write it."""
-        request_id = os.urandom(16).hex().encode()
-        before_instance, before_id, after_id = self._body
-        body = b"".join((before_instance, orjson.dumps(path[:256]), before_id, b'"',
-                         request_id, b'"', after_id))
         metrics.child(metrics.REQUESTS, "shed", "other", "503").inc()
-        close = b"" if keep_alive else b"connection: close\r\n"
-        return b"".join((self._head[0], request_id, self._head[1], close,
-                         b"content-length: %d\r\n\r\n" % len(body), body))
+        return self._answer.render(path, keep_alive=keep_alive)

@@ -17,7 +17,9 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from gateway import metrics
 from gateway.edge.admission import Admission
+from gateway.edge.canned import unparsable
 from gateway.edge.onewrite import OneWriteCycle
 from gateway.edge.request import REFUSAL
 
@@ -139,7 +141,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.data_received(memoryview(data)[room:])
 
     def _feed(self, piece: bytes | memoryview) -> bool:
-        """uvicorn's data_received, but for refusals; False when the rest is not to be fed."""
+        """uvicorn's data_received, but for refusals, what does not parse and upgrades; False
+        when the rest is not to be fed."""
         self.bytes_fed += len(piece)
         try:
             self.parser.feed_data(piece)
@@ -148,12 +151,23 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, _Refusal):
                 self._refuse(exc.__context__.args[0])
                 return False
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            self._unparsable()
         except httptools.HttpParserUpgrade:
             self._upgrade_declined()
         return False
+
+    def _unparsable(self) -> None:
+        """uvicorn's answer to what httptools cannot parse, but as problem+json with the edge's
+        headers, and counted; logged at INFO, not as a warning: the error is the client's."""
+        self.logger.info("Invalid HTTP request received.")
+        metrics.child(metrics.REQUESTS, "malformed", "other", "400").inc()
+        self._last = True
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            path = getattr(self, "scope", {}).get("path", "/")
+            self.transport.write(unparsable(hsts=self.scheme == "https").render(
+                path, keep_alive=False))
+        self.transport.close()
 
     # Parser callbacks: the sizes are checked once the head is whole (the budget bounds what
     # it can hold meanwhile), so the common head costs no per-header callback of ours.

@@ -31,7 +31,6 @@ UVICORN_SOURCES = {
     "HttpToolsProtocol.on_response_complete": "64e254f28e38",
     "HttpToolsProtocol._unset_keepalive_if_required": "00a6a4e47214",
     "HttpToolsProtocol._start_asgi_task": "8d0189e65525",
-    "HttpToolsProtocol.send_400_response": "ae5a4a3782b6",
     "HttpToolsProtocol._should_upgrade": "8fcad1ab8e09",
     "HttpToolsProtocol._should_upgrade_to_ws": "d580849b4df8",
     "HttpToolsProtocol.timeout_keep_alive_handler": "8b53bf5f2e20",

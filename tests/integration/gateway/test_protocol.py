@@ -8,6 +8,7 @@ import select
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.integration.gateway.rawhttp import (
     LIMITS,
@@ -209,6 +210,43 @@ def test_expect_100_continue_works_as_in_uvicorn() -> None:
         sock.sendall(b"hello")
         status, _, seen = read_response(reader)
         assert (status, seen["body"]) == (200, "hello")
+
+
+# What does not parse
+
+UNPARSABLE = {
+    "a bare LF": b"GET /things HTTP/1.1\nHost: test\n\n",
+    "no such method": b"FETCH /things HTTP/1.1\r\nHost: test\r\n\r\n",
+    "two lengths": b"POST /things HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n"
+                   b"Content-Length: 2\r\n\r\nab",
+    "a folded header": b"GET /things HTTP/1.1\r\nHost: test\r\nX-A: a\r\n b\r\n\r\n",
+    "bad chunk framing": b"POST /things HTTP/1.1\r\nHost: test\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("wire", UNPARSABLE.values(), ids=UNPARSABLE.keys())
+def test_what_does_not_parse_is_a_problem_400_and_no_warning(wire: bytes) -> None:
+    counted = {"route": "malformed", "method": "other", "status": "400"}
+    before = REGISTRY.get_sample_value("portico_http_requests_total", counted) or 0
+    kept = Kept(logging.DEBUG)
+    logging.getLogger().addHandler(kept)
+    try:
+        with serve() as served, connect(served) as sock:
+            sock.sendall(wire)
+            reader = sock.makefile("rb")
+            status, headers, problem = read_response(reader)
+            assert closed(sock)
+    finally:
+        logging.getLogger().removeHandler(kept)
+    assert (status, problem["status"], problem["code"]) == (400, 400, "MALFORMED_REQUEST")
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert headers[b"connection"] == b"close"
+    assert headers[b"x-request-id"].decode() == problem["request_id"]
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    # The client's error, not the server's: nothing at WARNING or above.
+    assert [r.getMessage() for r in kept.records if r.levelno >= logging.WARNING] == []
+    assert REGISTRY.get_sample_value("portico_http_requests_total", counted) == before + 1
 
 
 # Upgrades: the gateway offers none (no WebSocket, no h2c)
