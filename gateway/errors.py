@@ -4,6 +4,7 @@ problem+json bodies, google.rpc details carried into them, and the exception han
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -156,6 +157,8 @@ def install_handlers(app) -> None:
         return request_problem(request, validation_problem(error.errors()))
 
     async def on_http(request, error: HTTPException):
+        if error.status_code == 400 and isinstance(error.__cause__, (ValueError, RecursionError)):
+            return request_problem(request, unreadable_json(error.__cause__))
         detail = error.detail if isinstance(error.detail, str) else _phrase(error.status_code)
         if error.status_code == 404:
             detail = f"there is no {request.scope['path'][:256]}"
@@ -176,6 +179,18 @@ def crashed(path: str) -> Problem:
     tells the client nothing of it."""
     log.exception("unhandled error", extra={"path": path[:256]})
     return Problem(500, "the gateway failed to answer", code="INTERNAL")
+
+
+def unreadable_json(cause: BaseException) -> Problem:
+    """What FastAPI's bare 400 ("There was an error parsing the body") stands for: a body the
+    json module could not decode for a reason other than its syntax."""
+    if isinstance(cause, UnicodeDecodeError):
+        reason = "it is not UTF-8"
+    elif isinstance(cause, RecursionError):
+        reason = "it nests too deep"
+    else:  # the only other ValueError: an integer past the conversion limit
+        reason = f"a number in it has more than {sys.get_int_max_str_digits()} digits"
+    return Problem(400, f"the body is not valid JSON: {reason}", code="MALFORMED_JSON")
 
 
 def validation_problem(issues: Iterable[Mapping[str, Any]]) -> Problem:

@@ -224,3 +224,23 @@ async def test_protocol_upgrades_are_not_offered(products, signing_key, redis_ur
     assert headers["content-type"] == "application/problem+json"
     assert all(name in headers for name in LIMITED), headers
     assert products[0].calls >= 1
+
+
+UNREADABLE_BODIES = {
+    "not JSON": (b'{"name": ', "not valid JSON"),
+    "not UTF-8": (b'{"name": "\xff\xfe"}', "not UTF-8"),
+    "a number of 5,000 digits": (b'{"name": "x", "stock": ' + b"9" * 5_000 + b"}", "digits"),
+    "nested 5,000 deep": (b'{"name": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "nests"),
+}
+
+
+@pytest.mark.parametrize("body,says", UNREADABLE_BODIES.values(), ids=UNREADABLE_BODIES.keys())
+async def test_a_body_that_cannot_be_read_as_json_is_malformed_json(
+        products, signing_key, redis_url, body, says) -> None:
+    admin = {"Authorization": f"Bearer {make_token(signing_key[0], 'a1', 'admin')}",
+             "Content-Type": "application/json"}
+    async with _gateway(products, signing_key, redis_url) as client:
+        answer = await client.post("/products", content=body, headers=admin)
+    _refused(answer, 400)
+    assert answer.json()["code"] == "MALFORMED_JSON", answer.text
+    assert says in answer.json()["detail"], answer.text
