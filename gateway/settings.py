@@ -80,6 +80,9 @@ class GatewaySettings(BaseSettings):
     # an idle keep-alive connection; a target or header block over its size is refused.
     head_timeout_seconds: float = Field(10.0, gt=0)
     keepalive_timeout_seconds: float = Field(5.0, gt=0)
+    # An answer the client has not read for this long (the server's writes stay blocked) ends
+    # its connection: a request waiting to write would otherwise stay in flight for good.
+    send_timeout_seconds: float = Field(10.0, gt=0)
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_target_bytes: int = Field(8 * 1024, ge=256)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -1,4 +1,6 @@
-"""uvicorn's httptools protocol with bounds on the request head: a deadline and a size.
+"""uvicorn's httptools protocol with bounds on a connection: a deadline and a size for each
+request head, a deadline for answers the client does not read; and answers of its own to what
+the parser cannot take (bytes that are not HTTP/1.1, protocol upgrades).
 
 uvicorn bounds neither how long a client may take over a request head nor how large the head
 may be, and httptools gathers a whole header value in memory before it reports it. So the
@@ -8,7 +10,11 @@ bounds are kept on the bytes fed to the parser, not only in its callbacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
+import sys
+import termios
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +24,8 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway import metrics
-from gateway.edge.admission import Admission
+from gateway.edge.admission import Admission, AdmittingProtocol
 from gateway.edge.canned import unparsable
-from gateway.edge.onewrite import OneWriteCycle
 from gateway.edge.request import REFUSAL
 
 # What a head may take on the wire beyond its target and header block: the method and version,
@@ -29,12 +34,14 @@ FRAMING_BYTES = 4096
 
 
 @dataclass(frozen=True)
-class HeadLimits:
-    """What BoundedHeadProtocol allows a request head: seconds, then bytes."""
+class ConnectionLimits:
+    """What BoundedHeadProtocol allows a request head (seconds, then bytes), and how long an
+    answer may wait for the client to read."""
 
     head_timeout: float = 10.0
     max_target_bytes: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
+    send_timeout: float = 10.0
 
     @property
     def wire_budget(self) -> int:
@@ -42,7 +49,7 @@ class HeadLimits:
         return self.max_target_bytes + self.max_header_bytes + FRAMING_BYTES
 
 
-def bounded_protocol(limits: HeadLimits,
+def bounded_protocol(limits: ConnectionLimits,
                      admission: Admission | None = None) -> Callable[..., BoundedHeadProtocol]:
     """What uvicorn's `http=` takes. A partial, not a generated subclass: uvicorn pickles its
     config into spawned worker processes, and this pickles by reference (each worker gets an
@@ -55,8 +62,9 @@ class _Refusal(Exception):
     as the context of an HttpParserCallbackError)."""
 
 
-class BoundedHeadProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol whose request heads have a deadline and a size limit.
+class BoundedHeadProtocol(AdmittingProtocol):
+    """HttpToolsProtocol whose request heads have a deadline and a size limit, and whose
+    answers have one to be read.
 
     - A head not complete `head_timeout` seconds after the server began waiting for it (the
       connection was made, or the previous response completed) closes the connection; bytes
@@ -68,13 +76,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
       `extensions[REFUSAL]` (the status), the headers that fit, the first `max_target_bytes`
       of the target's path (else "/"), no query and the method if parsed (else GET). The
       connection closes after that answer, and nothing more is read from it.
+    - A client that takes nothing of its answers for `send_timeout` seconds while writing is
+      paused (the transport's buffer over its high-water mark) has its connection aborted.
     """
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None, *,
-                 limits: HeadLimits | None = None, admission: Admission | None = None) -> None:
+                 limits: ConnectionLimits | None = None,
+                 admission: Admission | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.limits = limits or HeadLimits()
+        self.limits = limits or ConnectionLimits()
         self.admission = admission
         self._budget = self.limits.wire_budget
         self.bytes_fed = 0  # to the parser, over the connection's life
@@ -86,6 +97,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         # connection checks it, re-armed only when it fires: a request costs no timer.
         self._waiting_since: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
 
     # Connection and deadline
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -94,9 +106,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._arm(self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._send_timer = None
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -121,6 +134,45 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_handler()
         else:
             self._arm(self.limits.head_timeout - late)
+
+    # A client that does not read: the transport pauses writing while its buffer is over the
+    # high-water mark, and an answer waiting to be written meanwhile would wait for good (and
+    # count in flight). So while writing is paused, the client must take some of the buffer
+    # every `send_timeout` seconds, or the connection ends (a slow reader is not cut off).
+    def pause_writing(self) -> None:
+        HttpToolsProtocol.pause_writing(self)
+        if self._send_timer is None:
+            self._await_reading(self._unread())
+
+    def resume_writing(self) -> None:
+        HttpToolsProtocol.resume_writing(self)
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _await_reading(self, unread: int) -> None:
+        self._send_timer = self.loop.call_later(self.limits.send_timeout, self._check_reading,
+                                                unread)
+
+    def _check_reading(self, unread_then: int) -> None:
+        unread = self._unread()
+        if unread < unread_then:
+            self._await_reading(unread)
+        else:
+            self._send_timer = None
+            self.transport.abort()
+
+    def _unread(self) -> int:
+        """Bytes written that the client has not taken yet: in the transport's buffer, and in
+        the kernel's send queue (which holds megabytes, so a reader's progress shows there
+        first)."""
+        unread = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                unread += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unread
 
     # Feeding the parser
     def data_received(self, data: bytes) -> None:
@@ -218,51 +270,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                                                 and value.strip() != b"0"):
                 return 400
         return None
-
-    # Admission (gateway/edge/admission.py)
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        # uvicorn made the cycle; from here on it writes a whole answer at once.
-        cycle.__class__ = OneWriteCycle
-        admission = self.admission
-        if admission is None:
-            HttpToolsProtocol._start_asgi_task(self, cycle, app)
-            return
-        if not admission.admits(cycle.scope["path"]):
-            self._shed(cycle)
-            return
-        admission.in_flight += 1
-        # uvicorn's own, but for the count (its reset_contextvars option is not used here).
-        task = self.loop.create_task(self._counted(cycle, app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-
-    async def _counted(self, cycle: RequestResponseCycle, app: Any) -> None:
-        # Counted down as the handler returns, not in a done callback: uvloop reads the data
-        # that came meanwhile before it runs the callbacks of tasks that just ended, so the next
-        # requests of clients already answered would find them still counted, and be shed.
-        # (A task cancelled before it ever ran is not counted down: only uvicorn's shutdown
-        # cancels these tasks, and then the count no longer matters.)
-        try:
-            await cycle.run_asgi(app)
-        finally:
-            self.admission.in_flight -= 1
-
-    def _shed(self, cycle: RequestResponseCycle) -> None:
-        """Answers 503 at once; the connection is not read again for a short pause."""
-        cycle.response_complete = True  # the parser now drops whatever body follows
-        self.transport.write(self.admission.answer(cycle.scope["path"],
-                                                   keep_alive=cycle.keep_alive))
-        if not cycle.keep_alive:
-            self.transport.close()
-            return
-        self.on_response_complete()
-        if not self.transport.is_closing():
-            self.flow.pause_reading()
-            self.loop.call_later(self.admission.pause, self._read_again)
-
-    def _read_again(self) -> None:
-        if not self.transport.is_closing():
-            self.flow.resume_reading()
 
     # Refusal
     def _refuse(self, status: int) -> None:

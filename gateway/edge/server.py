@@ -8,7 +8,7 @@ import tempfile
 import uvicorn
 
 from gateway.edge.admission import Admission
-from gateway.edge.protocol import HeadLimits, bounded_protocol
+from gateway.edge.protocol import ConnectionLimits, bounded_protocol
 from gateway.settings import get_settings
 
 
@@ -23,9 +23,10 @@ def run_gateway(*, host: str, port: int, workers: int = 1) -> int:
     if settings.tls_cert_file is not None:
         tls = {"ssl_certfile": str(settings.tls_cert_file),
                "ssl_keyfile": str(settings.tls_key_file)}
-    limits = HeadLimits(head_timeout=settings.head_timeout_seconds,
-                        max_target_bytes=settings.max_target_bytes,
-                        max_header_bytes=settings.max_header_bytes)
+    limits = ConnectionLimits(head_timeout=settings.head_timeout_seconds,
+                              max_target_bytes=settings.max_target_bytes,
+                              max_header_bytes=settings.max_header_bytes,
+                              send_timeout=settings.send_timeout_seconds)
     admission = Admission(settings.max_in_flight, hsts=settings.tls_cert_file is not None)
     uvicorn.run(
         "gateway.app:create_app", factory=True, host=host, port=port, workers=workers,

@@ -13,7 +13,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from gateway.edge import server
 from gateway.edge.admission import Admission
-from gateway.edge.protocol import BoundedHeadProtocol, HeadLimits, bounded_protocol
+from gateway.edge.protocol import BoundedHeadProtocol, ConnectionLimits, bounded_protocol
 from gateway.settings import GatewaySettings
 
 # The uvicorn code the protocol overrides, copies (data_received) or relies on, as of 0.55.0
@@ -69,31 +69,34 @@ def test_httptools_reports_a_callback_exception_as_the_context_of_its_error():
 
 
 def test_the_configured_protocol_pickles_for_spawned_workers():
-    limits = HeadLimits(head_timeout=3, max_target_bytes=4096, max_header_bytes=8192)
+    limits = ConnectionLimits(head_timeout=3, max_target_bytes=4096, max_header_bytes=8192)
     admission = Admission(limit=7)
     factory = pickle.loads(pickle.dumps(bounded_protocol(limits, admission)))
     assert factory.func is BoundedHeadProtocol
     assert factory.keywords == {"limits": limits, "admission": admission}
 
 
-def test_run_gateway_passes_the_head_limits_and_keepalive_to_uvicorn(monkeypatch):
+def test_run_gateway_passes_the_connection_limits_and_keepalive_to_uvicorn(monkeypatch):
     settings = GatewaySettings(head_timeout_seconds=7, keepalive_timeout_seconds=3,
-                               max_header_bytes=4096, max_target_bytes=2048, max_in_flight=9)
+                               max_header_bytes=4096, max_target_bytes=2048, max_in_flight=9,
+                               send_timeout_seconds=4)
     calls = []
     monkeypatch.setattr(server, "get_settings", lambda: settings)
     monkeypatch.setattr(server.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
     assert server.run_gateway(host="127.0.0.1", port=0) == 0
     (kwargs,) = calls
     assert kwargs["timeout_keep_alive"] == 3
-    assert kwargs["http"].keywords["limits"] == HeadLimits(7, 2048, 4096)
+    assert kwargs["http"].keywords["limits"] == ConnectionLimits(7, 2048, 4096, 4)
     assert kwargs["http"].keywords["admission"].limit == 9
 
 
 def test_the_head_settings_have_safe_defaults_and_floors():
     settings = GatewaySettings()
     assert (settings.head_timeout_seconds, settings.keepalive_timeout_seconds,
-            settings.max_header_bytes, settings.max_target_bytes) == (10, 5, 16384, 8192)
+            settings.send_timeout_seconds, settings.max_header_bytes,
+            settings.max_target_bytes) == (10, 5, 10, 16384, 8192)
     for bad in ({"head_timeout_seconds": 0}, {"keepalive_timeout_seconds": 0},
-                {"max_header_bytes": 1023}, {"max_target_bytes": 255}):
+                {"send_timeout_seconds": 0}, {"max_header_bytes": 1023},
+                {"max_target_bytes": 255}):
         with pytest.raises(ValidationError):
             GatewaySettings(**bad)

@@ -16,9 +16,9 @@ from typing import Any
 import uvicorn
 
 from gateway.edge.admission import Admission
-from gateway.edge.protocol import REFUSAL, BoundedHeadProtocol, HeadLimits
+from gateway.edge.protocol import REFUSAL, BoundedHeadProtocol, ConnectionLimits
 
-LIMITS = HeadLimits()  # the defaults: 8 KiB of target, 16 KiB of header names + values
+LIMITS = ConnectionLimits()  # the defaults: 8 KiB of target, 16 KiB of header names + values
 WAIT = 10.0  # seconds any single read may take before a test fails
 
 
@@ -51,7 +51,8 @@ class Served:
 
 @contextlib.contextmanager
 def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = echo_app,
-          admission: Admission | None = None, lifespan: str = "off") -> Iterator[Served]:
+          admission: Admission | None = None, lifespan: str = "off",
+          send_timeout: float = 10.0) -> Iterator[Served]:
     """The protocol with the default size limits in a uvicorn server on 127.0.0.1:0 (`lifespan`
     "on" starts the app in the server's own loop, for an app whose I/O is bound to it)."""
     listener = socket.socket()
@@ -63,7 +64,7 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
             served.fed.append(self.bytes_fed)
             super().connection_lost(exc)
 
-    limits = HeadLimits(head_timeout=head_timeout)
+    limits = ConnectionLimits(head_timeout=head_timeout, send_timeout=send_timeout)
     config = uvicorn.Config(app, http=functools.partial(Recording, limits=limits,
                                                         admission=admission),
                             lifespan=lifespan, log_config=None, access_log=False,

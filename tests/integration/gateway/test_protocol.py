@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
 import time
 
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.edge.admission import Admission
 from tests.integration.gateway.rawhttp import (
     LIMITS,
+    WAIT,
     echo_app,
     closed,
     connect,
@@ -78,6 +81,57 @@ def test_a_head_completed_in_time_is_served() -> None:
         status, _, seen = read_response(reader)
         assert (status, seen["mark"], seen["path"]) == (200, None, "/things")
 
+
+def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed() -> None:
+    # Pipelined requests for a large answer, never read: once the kernel's buffers are full
+    # the server's writes stall, and a request waiting to write stays in flight for good
+    # (uvicorn has no send timeout), which counts against the in-flight limit of everyone.
+    big = b"x" * (1 << 20)
+
+    async def large(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(big)).encode())]})
+        await send({"type": "http.response.body", "body": big})
+
+    admission = Admission(limit=64)
+    with serve(app=large, send_timeout=0.5, admission=admission) as served, \
+            connect(served) as sock:
+        sock.sendall(request("/large") * 40)
+        deadline = time.monotonic() + 10
+        while (not served.fed or admission.in_flight) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served.fed, "the connection of a client that reads nothing was kept"
+        assert admission.in_flight == 0, "its request stayed in flight"
+
+
+
+def test_a_slow_but_steady_reader_gets_its_whole_answer() -> None:
+    # Writing stays paused for far longer than the send timeout, but the client takes some of
+    # the answer all the while: that is not a client that stopped reading.
+    big = b"x" * (8 << 20)
+
+    async def large(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(big)).encode())]})
+        await send({"type": "http.response.body", "body": big})
+
+    with serve(app=large, send_timeout=0.3) as served:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        sock.settimeout(WAIT)
+        try:
+            sock.connect(("127.0.0.1", served.port))
+            sock.sendall(request("/large"))
+            got = 0
+            for _ in range(100_000):
+                chunk = sock.recv(64 * 1024)
+                got += len(chunk)
+                if not chunk or got >= len(big):
+                    break
+                time.sleep(0.02)
+        finally:
+            sock.close()
+    assert got >= len(big), f"cut off after {got:,} bytes"
 
 # Sizes
 
