@@ -34,6 +34,10 @@ _OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
 ]
+# A connection must finish its TLS handshake within this (grpc's default is 120 s): anyone who
+# reaches the port, certificate or not, could otherwise hold a connection that long by sending
+# nothing.
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
 
 # (add_XServicer_to_server, servicer instance, full service name from the descriptor)
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
@@ -78,11 +82,13 @@ class ConnectionAge:
 async def create_server(
     registrations: Sequence[Registration], *, tls: TlsMaterial, admission: Admission,
     host: str = "127.0.0.1", port: int = 0, connection_age: ConnectionAge | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS,
 ) -> RunningServer:
     """Starts a grpc.aio server for the given servicers; port 0 binds a free port. It speaks
     TLS only and requires a client certificate of the CA in `tls`: no port answers plaintext.
     `admission` decides, per call, who may call what."""
-    options = _OPTIONS + (connection_age.options() if connection_age else [])
+    options = [*_OPTIONS, ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
+               *(connection_age.options() if connection_age else [])]
     # The tracing interceptor (none while traces are off) runs outside ours: see rpc.py.
     server = grpc.aio.server(interceptors=[*server_interceptors(),
                                            RequestContextInterceptor(admission)],
