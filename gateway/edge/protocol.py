@@ -1,6 +1,7 @@
 """uvicorn's httptools protocol with bounds on a connection: a deadline and a size for each
-request head, a deadline for answers the client does not read; and answers of its own to what
-the parser cannot take (bytes that are not HTTP/1.1, protocol upgrades).
+request head, how many parsed requests may wait their turn, a deadline for answers the client
+does not read (gateway/edge/writing.py); and answers of its own to what the parser cannot take
+(bytes that are not HTTP/1.1, protocol upgrades).
 
 uvicorn bounds neither how long a client may take over a request head nor how large the head
 may be, and httptools gathers a whole header value in memory before it reports it. So the
@@ -10,11 +11,7 @@ bounds are kept on the bytes fed to the parser, not only in its callbacks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import functools
-import sys
-import termios
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +21,16 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway import metrics
-from gateway.edge.admission import Admission, AdmittingProtocol
+from gateway.edge.admission import Admission
 from gateway.edge.canned import unparsable
 from gateway.edge.request import REFUSAL
+from gateway.edge.writing import WriteDeadlineProtocol
 
+# The parser is fed this much at a time, and no more while this many parsed requests wait for
+# their turn: a request parsed costs about 2.5 KB of memory, so one read of minimal pipelined
+# requests (18 bytes each) parsed at once would cost some 90 times its size.
+PARSE_SLICE = 2048
+MAX_PIPELINED = 16
 # What a head may take on the wire beyond its target and header block: the method and version,
 # ": " and CRLF of each header line, whitespace around values (about a thousand lines' worth).
 FRAMING_BYTES = 4096
@@ -62,7 +65,7 @@ class _Refusal(Exception):
     as the context of an HttpParserCallbackError)."""
 
 
-class BoundedHeadProtocol(AdmittingProtocol):
+class BoundedHeadProtocol(WriteDeadlineProtocol):
     """HttpToolsProtocol whose request heads have a deadline and a size limit, and whose
     answers have one to be read.
 
@@ -76,6 +79,8 @@ class BoundedHeadProtocol(AdmittingProtocol):
       `extensions[REFUSAL]` (the status), the headers that fit, the first `max_target_bytes`
       of the target's path (else "/"), no query and the method if parsed (else GET). The
       connection closes after that answer, and nothing more is read from it.
+    - Pipelined requests are parsed PARSE_SLICE bytes at a time, and no further while
+      MAX_PIPELINED of them wait for their turn.
     - A client that takes nothing of its answers for `send_timeout` seconds while writing is
       paused (the transport's buffer over its high-water mark) has its connection aborted.
     """
@@ -86,6 +91,7 @@ class BoundedHeadProtocol(AdmittingProtocol):
                  admission: Admission | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits or ConnectionLimits()
+        self.send_timeout = self.limits.send_timeout
         self.admission = admission
         self._budget = self.limits.wire_budget
         self.bytes_fed = 0  # to the parser, over the connection's life
@@ -93,11 +99,11 @@ class BoundedHeadProtocol(AdmittingProtocol):
         self._in_head = True  # False from a head's end to its message's end
         self.url: bytes | None = None  # None until a message begins (uvicorn's, from then on)
         self._last = False  # the connection's last answer is on its way: nothing more is read
+        self._unfed = b""  # read but not parsed yet: MAX_PIPELINED requests were waiting
         # When the server began waiting for a head (None: not waiting). One timer per
         # connection checks it, re-armed only when it fires: a request costs no timer.
         self._waiting_since: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None  # armed while writing is paused
 
     # Connection and deadline
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -106,10 +112,9 @@ class BoundedHeadProtocol(AdmittingProtocol):
         self._arm(self.limits.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._send_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._send_timer = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -117,6 +122,8 @@ class BoundedHeadProtocol(AdmittingProtocol):
         HttpToolsProtocol.on_response_complete(self)
         if waiting and self._waiting_since is None:
             self._waiting_since = self.loop.time()
+        if self._unfed and not self.transport.is_closing():
+            self.data_received(b"")  # what was read but not yet parsed
 
     def _arm(self, delay: float) -> None:
         self._head_timer = self.loop.call_later(delay, self._check_deadline)
@@ -135,62 +142,27 @@ class BoundedHeadProtocol(AdmittingProtocol):
         else:
             self._arm(self.limits.head_timeout - late)
 
-    # A client that does not read: the transport pauses writing while its buffer is over the
-    # high-water mark, and an answer waiting to be written meanwhile would wait for good (and
-    # count in flight). So while writing is paused, the client must take some of the buffer
-    # every `send_timeout` seconds, or the connection ends (a slow reader is not cut off).
-    def pause_writing(self) -> None:
-        HttpToolsProtocol.pause_writing(self)
-        if self._send_timer is None:
-            self._await_reading(self._unread())
-
-    def resume_writing(self) -> None:
-        HttpToolsProtocol.resume_writing(self)
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
-
-    def _await_reading(self, unread: int) -> None:
-        self._send_timer = self.loop.call_later(self.limits.send_timeout, self._check_reading,
-                                                unread)
-
-    def _check_reading(self, unread_then: int) -> None:
-        unread = self._unread()
-        if unread < unread_then:
-            self._await_reading(unread)
-        else:
-            self._send_timer = None
-            self.transport.abort()
-
-    def _unread(self) -> int:
-        """Bytes written that the client has not taken yet: in the transport's buffer, and in
-        the kernel's send queue (which holds megabytes, so a reader's progress shows there
-        first)."""
-        unread = self.transport.get_write_buffer_size()
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-                unread += int.from_bytes(queued, sys.byteorder, signed=True)
-        return unread
-
-    # Feeding the parser
+    # Feeding the parser: a slice at a time, and no further while MAX_PIPELINED requests wait
+    # their turn (the rest of the read waits as bytes, `_unfed`, until one is answered).
     def data_received(self, data: bytes) -> None:
         if self._last:
             return  # its answer is on the way, then the connection closes
         self._unset_keepalive_if_required()
-        if not self._in_head:
-            self._feed(data)
-            return
-        room = self._budget - (self.bytes_fed - self._head_from)
-        if len(data) <= room:  # the common case: the whole read fits the head's budget
-            self._feed(data)
-            return
-        # Within a head, feed no more than its budget has left, then see how it ended.
-        if self._feed(memoryview(data)[:room]) and self._in_head:
-            self._refuse(431)
-        elif not self._last:
-            self.data_received(memoryview(data)[room:])
+        view = memoryview(self._unfed + data if self._unfed else data)
+        self._unfed = b""
+        while view:
+            if len(self.pipeline) >= MAX_PIPELINED:
+                self._unfed = bytes(view)
+                return
+            size = PARSE_SLICE
+            if self._in_head:  # within a head, no more than its budget has left
+                size = min(size, self._budget - (self.bytes_fed - self._head_from))
+            if not self._feed(view[:size]) or self._last:
+                return
+            view = view[size:]
+            if self._in_head and self.bytes_fed - self._head_from >= self._budget:
+                self._refuse(431)
+                return
 
     def _feed(self, piece: bytes | memoryview) -> bool:
         """uvicorn's data_received, but for refusals, what does not parse and upgrades; False

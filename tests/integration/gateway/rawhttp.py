@@ -47,6 +47,7 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 class Served:
     port: int
     fed: list[int] = field(default_factory=list)  # bytes_fed of each connection, once lost
+    queued: int = 0  # the most requests a connection had parsed and waiting for their turn
 
 
 @contextlib.contextmanager
@@ -63,6 +64,10 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
         def connection_lost(self, exc: Exception | None) -> None:
             served.fed.append(self.bytes_fed)
             super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            served.queued = max(served.queued, len(self.pipeline))
 
     limits = ConnectionLimits(head_timeout=head_timeout, send_timeout=send_timeout)
     config = uvicorn.Config(app, http=functools.partial(Recording, limits=limits,

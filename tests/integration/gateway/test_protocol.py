@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.edge.admission import Admission
+from gateway.edge.protocol import MAX_PIPELINED, PARSE_SLICE
 from tests.integration.gateway.rawhttp import (
     LIMITS,
     WAIT,
@@ -242,6 +243,19 @@ def test_a_body_and_two_pipelined_requests_are_served_on_one_connection() -> Non
         answers = [read_response(reader) for _ in range(2)]
         assert [(s, b["path"], b["query"]) for s, _, b in answers] == [
             (200, "/one", ""), (200, "/two", "x=2")]
+
+
+def test_a_flood_of_pipelined_requests_is_parsed_a_few_at_a_time_and_all_answered() -> None:
+    # 3,000 minimal requests in one write are 87 KB, a read or two: parsed at once, each would
+    # be a request object queued in memory (about 2.5 KB each, 90 times its bytes). At most
+    # a few dozen are queued; the rest waits as bytes, and every one is answered in order.
+    count = 3_000
+    with serve() as served, connect(served) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"".join(request(f"/p{i}") for i in range(count)))
+        paths = [read_response(reader)[2]["path"] for _ in range(count)]
+    assert paths == [f"/p{i}" for i in range(count)]
+    assert served.queued <= MAX_PIPELINED + PARSE_SLICE // 18, served.queued
 
 
 def test_a_refusal_pipelined_behind_a_request_waits_its_turn() -> None:
