@@ -96,7 +96,8 @@ def create_app(settings: GatewaySettings | None = None) -> EdgeApp:
                   # Its per-request check costs ~4% of a cached GET; /metrics covers it.
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     install_handlers(app)
-    app.include_router(ops.router(upstream, client))
+    app.include_router(ops.router(upstream, client, ops.Scrapers(
+        settings.metrics_networks, settings.trusted_proxies)))
     ops.mount_docs(app)
     openapi.install(app, version=VERSION)
     return app

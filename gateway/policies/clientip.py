@@ -47,6 +47,12 @@ def client_ip(peer: str | None, forwarded_for: str | None,
     return str(hop)
 
 
+def inside(address: str, networks: Sequence[IPNetwork]) -> bool:
+    """Whether `address` (a client address, as client_ip gives it) is in one of `networks`."""
+    parsed = _address(address)
+    return parsed is not None and _inside(parsed, networks)
+
+
 def client_key(address: str) -> str:
     """The bucket key of a client address: IPv4 as is, IPv6 by its /64 network."""
     if ":" not in address:  # IPv4 (or not an address at all): as it is, without parsing

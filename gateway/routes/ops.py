@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+from collections.abc import Iterable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -13,6 +14,7 @@ from gateway import metrics
 from gateway.edge.context import context_of
 from gateway.errors import Problem
 from gateway.policies.access import authorize
+from gateway.policies.clientip import client_ip, inside, parse_networks
 from gateway.routes.table import Access, own
 from gateway.upstream.call import Upstream
 from services.common.redisconn import FAILURES, AnyRedis
@@ -29,7 +31,21 @@ DOCS_ASSETS = own("GET", "/docs/static", rate="default", docs=True)  # a prefix
 ROUTES = (HEALTHZ, READYZ, METRICS, UPSTREAMS, OPENAPI, DOCS, REDOC)
 
 
-def router(upstream: Upstream, redis_client: AnyRedis | None) -> APIRouter:
+class Scrapers:
+    """Who may read /metrics: clients (behind `trusted` proxies, the address they forwarded)
+    within `networks`."""
+
+    def __init__(self, networks: Iterable[str], trusted: Iterable[str]) -> None:
+        self._networks = parse_networks(networks)
+        self._trusted = parse_networks(trusted)
+
+    def allow(self, request: Request) -> bool:
+        peer = request.client.host if request.client else None
+        forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        return inside(client_ip(peer, forwarded, self._trusted), self._networks)
+
+
+def router(upstream: Upstream, redis_client: AnyRedis | None, scrapers: Scrapers) -> APIRouter:
     api = APIRouter(include_in_schema=False)
 
     @api.get("/healthz")
@@ -53,6 +69,8 @@ def router(upstream: Upstream, redis_client: AnyRedis | None) -> APIRouter:
 
     @api.get("/metrics")
     async def prometheus(request: Request) -> Response:
+        if not scrapers.allow(request):
+            raise Problem(404, f"there is no {METRICS.path}")
         # OpenMetrics for scrapers that ask for it (Prometheus does): it carries exemplars.
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(body, media_type=content_type)

@@ -39,6 +39,12 @@ def make_token(key: Ed25519PrivateKey, subject: str, role: str = "customer", *,
                        "iss": issuer}, key, algorithm="EdDSA")
 
 
+# The address the gateway sees the tests' client at: one on the internet (TEST-NET-3), so it
+# may not read /metrics unless a test says so (`metrics_networks=[SCRAPER]`).
+CLIENT = "203.0.113.9"
+SCRAPER = f"{CLIENT}/32"
+
+
 def settings_for(address: str, signing_key: tuple[Ed25519PrivateKey, Path], redis_url: str,
                  **overrides: Any) -> GatewaySettings:
     """Gateway settings with every service at `address` (one test server playing them all),
@@ -72,7 +78,7 @@ async def gateway_client(settings: GatewaySettings, *,
         prepare(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app, raise_app_exceptions=False,
-                                        client=("203.0.113.9", 40000))
+                                        client=(CLIENT, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield client
 

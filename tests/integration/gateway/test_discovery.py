@@ -18,7 +18,7 @@ from services.common.mtls import channel_credentials
 from services.common.server import ConnectionAge
 from tests.fleet import fleet as serve_fleet
 from tests.fleet import serve_at, tls_naming, within
-from tests.integration.gateway.conftest import gateway_client, make_token, settings_for
+from tests.integration.gateway.conftest import SCRAPER, gateway_client, make_token, settings_for
 
 NAME = "product.portico.test"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -137,7 +137,7 @@ async def test_metrics_and_admin_follow_the_instances(signing_key, redis_url) ->
         settings = settings_for("127.0.0.1:1", signing_key, redis_url,
                                 product_addrs=[dns.target(NAME, port)],
                                 discovery_interval_seconds=0.2, rate_limit_enabled=False,
-                                cache_enabled=False)
+                                cache_enabled=False, metrics_networks=[SCRAPER])
         admin = {"Authorization": f"Bearer {make_token(signing_key[0], 'root', 'admin')}"}
         first, second = (f"{host}:{port}" for host in HOSTS[:2])
 

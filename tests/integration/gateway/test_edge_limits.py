@@ -19,6 +19,7 @@ from gateway.app import create_app
 from portico.product.v1 import product_pb2, product_pb2_grpc
 from tests.integration.gateway import rawhttp
 from tests.integration.gateway.conftest import (
+    SCRAPER,
     gateway_client,
     grpc_server,
     make_token,
@@ -244,3 +245,26 @@ async def test_a_body_that_cannot_be_read_as_json_is_malformed_json(
     _refused(answer, 400)
     assert answer.json()["code"] == "MALFORMED_JSON", answer.text
     assert says in answer.json()["detail"], answer.text
+
+
+async def test_metrics_are_read_only_from_the_deployments_networks(
+        products, signing_key, redis_url) -> None:
+    """/metrics is neither rate limited nor shed and shows the upstreams' addresses: a client
+    outside `metrics_networks` gets the 404 of a path that does not exist."""
+    async def scrape(forwarded: str | None = None, **overrides) -> httpx.Response:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        async with _gateway(products, signing_key, redis_url, **overrides) as client:
+            return await client.get("/metrics", headers=headers)
+
+    refused = await scrape()  # the tests' client is on the internet (203.0.113.9)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["detail"] == "there is no /metrics"
+    assert "portico_" not in refused.text
+    # Naming itself a scraper is not believed from a peer that is not a trusted proxy.
+    assert (await scrape("10.0.0.7")).status_code == 404
+    # Behind a trusted proxy, the address it forwarded counts.
+    proxied = {"trusted_proxies": ["203.0.113.0/24"]}
+    assert (await scrape("10.0.0.7", **proxied)).status_code == 200
+    assert (await scrape("198.51.100.7", **proxied)).status_code == 404
+    allowed = await scrape(metrics_networks=[SCRAPER])
+    assert allowed.status_code == 200 and "portico_http_requests_total" in allowed.text
