@@ -83,19 +83,27 @@ def test_a_head_completed_in_time_is_served() -> None:
         assert (status, seen["mark"], seen["path"]) == (200, None, "/things")
 
 
+# Writing
+
+
+def answering(size: int):
+    """An app that answers every request with `size` bytes."""
+    body = b"x" * size
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(size).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed() -> None:
     # Pipelined requests for a large answer, never read: once the kernel's buffers are full
     # the server's writes stall, and a request waiting to write stays in flight for good
     # (uvicorn has no send timeout), which counts against the in-flight limit of everyone.
-    big = b"x" * (1 << 20)
-
-    async def large(scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(big)).encode())]})
-        await send({"type": "http.response.body", "body": big})
-
     admission = Admission(limit=64)
-    with serve(app=large, send_timeout=0.5, admission=admission) as served, \
+    with serve(app=answering(1 << 20), send_timeout=0.5, admission=admission) as served, \
             connect(served) as sock:
         sock.sendall(request("/large") * 40)
         deadline = time.monotonic() + 10
@@ -105,18 +113,11 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed() -> None:
         assert admission.in_flight == 0, "its request stayed in flight"
 
 
-
 def test_a_slow_but_steady_reader_gets_its_whole_answer() -> None:
     # Writing stays paused for far longer than the send timeout, but the client takes some of
     # the answer all the while: that is not a client that stopped reading.
-    big = b"x" * (8 << 20)
-
-    async def large(scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(big)).encode())]})
-        await send({"type": "http.response.body", "body": big})
-
-    with serve(app=large, send_timeout=0.3) as served:
+    size = 8 << 20
+    with serve(app=answering(size), send_timeout=0.3) as served:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         sock.settimeout(WAIT)
@@ -127,12 +128,12 @@ def test_a_slow_but_steady_reader_gets_its_whole_answer() -> None:
             for _ in range(100_000):
                 chunk = sock.recv(64 * 1024)
                 got += len(chunk)
-                if not chunk or got >= len(big):
+                if not chunk or got >= size:
                     break
                 time.sleep(0.02)
         finally:
             sock.close()
-    assert got >= len(big), f"cut off after {got:,} bytes"
+    assert got >= size, f"cut off after {got:,} bytes"
 
 # Sizes
 
