@@ -1,12 +1,13 @@
 """Load shedding: how many requests one gateway process serves at once, and the answer beyond.
 
 Past `limit` requests in flight, a request is answered 503 with `Retry-After` at once, by the
-server protocol itself (gateway/edge/protocol.py): no task, no Redis, no upstream. A client that
-does not wait before asking again (many do not) would otherwise keep the process busy shedding,
-starving the requests it admitted: so the connection that got the 503 is not read again for
-`pause` seconds (Retry-After's: a client that heeds it never notices). Its next request is then
-answered like any other. Probes and scrapes are never shed: an overloaded
-gateway must still say so.
+server protocol itself (AdmittingProtocol, which gateway/edge/protocol.py builds on): no task,
+no Redis, no upstream. A client that does not wait before asking again (many do not) would
+otherwise keep the process busy shedding, starving the requests it admitted: so the connection
+that got the 503 is not read again for `pause` seconds (Retry-After's: a client that heeds it
+never notices). Its next request is then answered like any other. Probes and scrapes are
+never shed: an overloaded gateway must still say so (and /metrics answers scrapers inside the
+deployment only: gateway/routes/ops.py).
 """
 
 from __future__ import annotations
