@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -45,8 +46,46 @@ class Scrapers:
         return inside(client_ip(peer, forwarded, self._trusted), self._networks)
 
 
+class Recent:
+    """`check()`'s answer, asked for at most once per `seconds` however often it is wanted
+    (probes are neither rate limited nor shed: a client asking in a loop must not cost a Redis
+    round trip each time); concurrent askers share the check in progress."""
+
+    def __init__(self, check: Callable[[], Awaitable[bool]], seconds: float = 1.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._check = check
+        self._seconds = seconds
+        self._clock = clock
+        self._answer: tuple[float, bool] | None = None  # (when, what)
+        self._running: asyncio.Future[bool] | None = None
+
+    async def __call__(self) -> bool:
+        if self._answer is not None and self._clock() - self._answer[0] < self._seconds:
+            return self._answer[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run())
+        return await asyncio.shield(self._running)
+
+    async def _run(self) -> bool:
+        try:
+            answer = await self._check()
+            self._answer = (self._clock(), answer)
+            return answer
+        finally:
+            self._running = None
+
+
 def router(upstream: Upstream, redis_client: AnyRedis | None, scrapers: Scrapers) -> APIRouter:
     api = APIRouter(include_in_schema=False)
+
+    async def redis_up() -> bool:
+        try:
+            async with asyncio.timeout(1):
+                return bool(await redis_client.ping())
+        except FAILURES:  # a cluster without a map of its slots raises no RedisError
+            return False
+
+    redis_ready = Recent(redis_up)
 
     @api.get("/healthz")
     async def healthz() -> dict:
@@ -56,11 +95,7 @@ def router(upstream: Upstream, redis_client: AnyRedis | None, scrapers: Scrapers
     async def readyz() -> Response:
         checks = {f"service:{name}": ok for name, ok in upstream.ready().items()}
         if redis_client is not None:
-            try:
-                async with asyncio.timeout(1):
-                    checks["redis"] = bool(await redis_client.ping())
-            except FAILURES:  # a cluster without a map of its slots raises no RedisError
-                checks["redis"] = False
+            checks["redis"] = await redis_ready()
         if not all(checks.values()):
             down = ", ".join(sorted(name for name, ok in checks.items() if not ok))
             raise Problem(503, f"not ready: {down}", code="NOT_READY",
