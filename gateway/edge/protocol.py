@@ -153,6 +153,7 @@ class BoundedHeadProtocol(WriteDeadlineProtocol):
         while view:
             if len(self.pipeline) >= MAX_PIPELINED:
                 self._unfed = bytes(view)
+                self.flow.pause_reading()  # until one is answered (on_response_complete)
                 return
             size = PARSE_SLICE
             if self._in_head:  # within a head, no more than its budget has left

@@ -48,6 +48,7 @@ class Served:
     port: int
     fed: list[int] = field(default_factory=list)  # bytes_fed of each connection, once lost
     queued: int = 0  # the most requests a connection had parsed and waiting for their turn
+    unparsed: int = 0  # the most bytes a connection had read but not parsed
 
 
 @contextlib.contextmanager
@@ -68,6 +69,7 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             served.queued = max(served.queued, len(self.pipeline))
+            served.unparsed = max(served.unparsed, len(self._unfed))
 
     limits = ConnectionLimits(head_timeout=head_timeout, send_timeout=send_timeout)
     config = uvicorn.Config(app, http=functools.partial(Recording, limits=limits,

@@ -3,6 +3,7 @@ and loop, a free port) serving a tiny app, talked to over raw sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import select
 import socket
@@ -257,6 +258,26 @@ def test_a_flood_of_pipelined_requests_is_parsed_a_few_at_a_time_and_all_answere
         paths = [read_response(reader)[2]["path"] for _ in range(count)]
     assert paths == [f"/p{i}" for i in range(count)]
     assert served.queued <= MAX_PIPELINED + PARSE_SLICE // 18, served.queued
+
+
+def test_a_client_that_keeps_pipelining_while_its_requests_wait_is_not_read() -> None:
+    # While parsed requests wait their turn, what was read but not parsed waits as bytes: more
+    # must not be read meanwhile, or those bytes grow with everything the client sends.
+    async def slow(scope, receive, send) -> None:
+        await asyncio.sleep(0.05)
+        await echo_app(scope, receive, send)
+
+    with serve(app=slow) as served, connect(served) as sock:
+        sock.setblocking(False)
+        wire = request("/p") * 40_000  # 1.1 MB
+        sent, deadline = 0, time.monotonic() + 3
+        while sent < len(wire) and time.monotonic() < deadline:
+            try:
+                sent += sock.send(wire[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(0.3)
+    assert served.unparsed <= 256 * 1024, served.unparsed  # a read or two (128 KiB each)
 
 
 def test_a_refusal_pipelined_behind_a_request_waits_its_turn() -> None:
