@@ -269,7 +269,7 @@ def test_a_client_that_keeps_pipelining_while_its_requests_wait_is_not_read() ->
 
     with serve(app=slow) as served, connect(served) as sock:
         sock.setblocking(False)
-        wire = request("/p") * 40_000  # 1.1 MB
+        wire = request("/p") * 40_000  # 1.2 MB
         sent, deadline = 0, time.monotonic() + 3
         while sent < len(wire) and time.monotonic() < deadline:
             try:
