@@ -4,7 +4,6 @@ about a process: CPU time and resident memory."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -13,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from scripts.devstack.servers import die_with_parent
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -59,11 +60,6 @@ def _taskset(cpu: int | None, command: Sequence[str]) -> list[str]:
     return list(command) if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
-def _die_with_parent() -> None:
-    """In the child: when the benchmark driver dies, however, this process goes too."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def spawn(command: Sequence[str], *, log: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Starts a long-running child in a session of its own, output to `log`."""
@@ -71,7 +67,7 @@ def spawn(command: Sequence[str], *, log: Path, env: dict[str, str] | None = Non
     try:
         return subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent())
     finally:
         out.close()  # the child has its own copy of the descriptor
 

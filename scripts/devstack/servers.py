@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import atexit
+import ctypes
 import os
 import random
 import secrets
@@ -19,8 +20,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -189,6 +191,11 @@ class EmbeddedServer(abc.ABC):
         return {}
 
     def _run(self, command: list[str]) -> subprocess.Popen[bytes]:
+        options = self._spawn_options()
+        if threading.current_thread() is threading.main_thread():
+            # A process killed outright runs no atexit: its servers would outlive it. (Not
+            # from another thread: the signal comes when the spawning thread ends.)
+            options["preexec_fn"] = die_with_parent(self.stop_signal)
         with self.log_path.open("ab") as log:
             return subprocess.Popen(
                 command,
@@ -197,7 +204,7 @@ class EmbeddedServer(abc.ABC):
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,
-                **self._spawn_options(),
+                **options,
             )
 
     def _launch(self) -> None:
@@ -277,6 +284,15 @@ def _read_tail(path: Path, offset: int) -> str:
     except OSError as exc:
         return f"(log unreadable: {exc})"
     return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:]) or "(log empty)"
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn` after which the kernel sends the child `sig` when the thread that spawned
+    it ends (PR_SET_PDEATHSIG): a parent killed outright takes its children along."""
+    def preexec() -> None:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return preexec
 
 
 _running: set[EmbeddedServer] = set()

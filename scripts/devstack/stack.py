@@ -14,7 +14,6 @@ The end-to-end tests run the same Stack on free ports.
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import os
 import signal
@@ -32,7 +31,7 @@ from scripts.devstack.access import stack_tls, summary, write_env_file
 from scripts.devstack.postgres import PostgresServer
 from scripts.devstack.redis_server import RedisServer
 from scripts.devstack.secantus import SecantusServer
-from scripts.devstack.servers import EmbeddedServer, find_free_port
+from scripts.devstack.servers import EmbeddedServer, die_with_parent, find_free_port
 from services.common import pki
 from services.common.mtls import channel_credentials
 
@@ -174,7 +173,7 @@ class Stack:
         child = Child(name, [sys.executable, "-m", *program, *args], env, self._log(name))
         child.process = subprocess.Popen(
             child.command, env=env, stdout=child.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
         self.children[name] = child
 
     def _log(self, name: str) -> IO[bytes] | None:
@@ -238,7 +237,7 @@ class Stack:
         child = self.children[name]
         child.process = subprocess.Popen(
             child.command, env=child.env, stdout=child.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
 
     def exited(self) -> list[str]:
         return [c.name for c in self.children.values()
@@ -285,12 +284,6 @@ def _reap(child: Child, grace: float) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(child.process.pid, signal.SIGKILL)
         child.process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child: if `portico up` itself is killed, take this process down too."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def run_stack(*, port: int, instances: int, host: str, base_port: int | None = None) -> int:
