@@ -7,16 +7,19 @@ import contextlib
 import functools
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from gateway.edge.admission import Admission
 from gateway.edge.protocol import REFUSAL, BoundedHeadProtocol, ConnectionLimits
+from tests.trust import session_state_dir, tls_for
 
 LIMITS = ConnectionLimits()  # the defaults: 8 KiB of target, 16 KiB of header names + values
 WAIT = 10.0  # seconds any single read may take before a test fails
@@ -49,17 +52,27 @@ class Served:
     fed: list[int] = field(default_factory=list)  # bytes_fed of each connection, once lost
     queued: int = 0  # the most requests a connection had parsed and waiting for their turn
     unparsed: int = 0  # the most bytes a connection had read but not parsed
+    ca: Path | None = None  # HTTPS: the CA to check the server's certificate against
 
 
 @contextlib.contextmanager
 def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = echo_app,
           admission: Admission | None = None, lifespan: str = "off",
-          send_timeout: float = 10.0) -> Iterator[Served]:
+          send_timeout: float = 10.0, tls: Path | None = None) -> Iterator[Served]:
     """The protocol with the default size limits in a uvicorn server on 127.0.0.1:0 (`lifespan`
-    "on" starts the app in the server's own loop, for an app whose I/O is bound to it)."""
+    "on" starts the app in the server's own loop, for an app whose I/O is bound to it; `tls`, a
+    directory to write a certificate of the session's CA in, serves HTTPS)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     served = Served(port=listener.getsockname()[1])
+    https = {}
+    if tls is not None:
+        material = tls_for(session_state_dir(), "gateway")
+        for name, pem in (("ca.pem", material.ca_pem), ("cert.pem", material.cert_pem),
+                          ("key.pem", material.key_pem)):
+            (tls / name).write_bytes(pem)
+        https = {"ssl_certfile": str(tls / "cert.pem"), "ssl_keyfile": str(tls / "key.pem")}
+        served.ca = tls / "ca.pem"
 
     class Recording(BoundedHeadProtocol):
         def connection_lost(self, exc: Exception | None) -> None:
@@ -75,7 +88,7 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
     config = uvicorn.Config(app, http=functools.partial(Recording, limits=limits,
                                                         admission=admission),
                             lifespan=lifespan, log_config=None, access_log=False,
-                            timeout_keep_alive=keepalive)  # type: ignore[arg-type]
+                            timeout_keep_alive=keepalive, **https)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -93,8 +106,18 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
 
 
 @contextlib.contextmanager
-def connect(served: Served) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", served.port), timeout=WAIT)
+def connect(served: Served, *, receive_buffer: int | None = None) -> Iterator[socket.socket]:
+    """A connection to `served` (TLS when it serves HTTPS); `receive_buffer` caps the kernel's
+    receive buffer, for a client that reads slowly."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", served.port))
+    if served.ca is not None:
+        context = ssl.create_default_context(cafile=str(served.ca))
+        context.check_hostname = False  # the certificate names the development hosts
+        sock = context.wrap_socket(sock)
     try:
         yield sock
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
-import socket
 import time
 
 import pytest
@@ -16,7 +15,6 @@ from gateway.edge.admission import Admission
 from gateway.edge.protocol import MAX_PIPELINED, PARSE_SLICE
 from tests.integration.gateway.rawhttp import (
     LIMITS,
-    WAIT,
     echo_app,
     closed,
     connect,
@@ -99,13 +97,15 @@ def answering(size: int):
     return app
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed() -> None:
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed(https, tmp_path) -> None:
     # Pipelined requests for a large answer, never read: once the kernel's buffers are full
     # the server's writes stall, and a request waiting to write stays in flight for good
     # (uvicorn has no send timeout), which counts against the in-flight limit of everyone.
+    # Over TLS the transport and the socket under it are the TLS layer's.
     admission = Admission(limit=64)
-    with serve(app=answering(1 << 20), send_timeout=0.5, admission=admission) as served, \
-            connect(served) as sock:
+    with serve(app=answering(1 << 20), send_timeout=0.5, admission=admission,
+               tls=tmp_path if https else None) as served, connect(served) as sock:
         sock.sendall(request("/large") * 40)
         deadline = time.monotonic() + 10
         while (not served.fed or admission.in_flight) and time.monotonic() < deadline:
@@ -114,26 +114,21 @@ def test_a_client_that_stops_reading_is_cut_off_and_its_request_freed() -> None:
         assert admission.in_flight == 0, "its request stayed in flight"
 
 
-def test_a_slow_but_steady_reader_gets_its_whole_answer() -> None:
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+def test_a_slow_but_steady_reader_gets_its_whole_answer(https, tmp_path) -> None:
     # Writing stays paused for far longer than the send timeout, but the client takes some of
     # the answer all the while: that is not a client that stopped reading.
     size = 8 << 20
-    with serve(app=answering(size), send_timeout=0.3) as served:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-        sock.settimeout(WAIT)
-        try:
-            sock.connect(("127.0.0.1", served.port))
-            sock.sendall(request("/large"))
-            got = 0
-            for _ in range(100_000):
-                chunk = sock.recv(64 * 1024)
-                got += len(chunk)
-                if not chunk or got >= size:
-                    break
-                time.sleep(0.02)
-        finally:
-            sock.close()
+    with serve(app=answering(size), send_timeout=0.3, tls=tmp_path if https else None) \
+            as served, connect(served, receive_buffer=32 * 1024) as sock:
+        sock.sendall(request("/large"))
+        got = 0
+        for _ in range(100_000):
+            chunk = sock.recv(64 * 1024)
+            got += len(chunk)
+            if not chunk or got >= size:
+                break
+            time.sleep(0.02)
     assert got >= size, f"cut off after {got:,} bytes"
 
 # Sizes
