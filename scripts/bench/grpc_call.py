@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.bench.procs import Pinning
-from services.common.pki import ensure_ca, issue
+from scripts.bench import procs
+from services.common.mtls import channel_credentials, server_credentials
+from services.common.pki import CA_CERT_NAME, TlsMaterial, ensure_ca, issue, write_issued
 
 METHOD = "/portico.bench.Echo/Call"
 # A GetProduct-sized request and the metadata the gateway sends along (request id, a token).
@@ -32,16 +33,16 @@ METADATA = (("x-request-id", "0" * 32), ("authorization", "Bearer " + "t" * 300)
 
 def _pki(directory: Path) -> None:
     ca_cert, ca_key = ensure_ca(directory)
-    (directory / "ca.pem").write_bytes(ca_cert)
     for name in ("server", "client"):
         cert, key = issue(name, ca_cert_pem=ca_cert, ca_key_pem=ca_key, hosts=["127.0.0.1"])
-        (directory / f"{name}.pem").write_bytes(cert)
-        (directory / f"{name}.key").write_bytes(key)
+        write_issued(directory, name, TlsMaterial(ca_cert, cert, key))
 
 
-def _read(directory: Path, name: str) -> tuple[bytes, bytes, bytes]:
-    return tuple((directory / file).read_bytes()  # type: ignore[return-value]
-                 for file in ("ca.pem", f"{name}.pem", f"{name}.key"))
+def _read(directory: Path, name: str) -> TlsMaterial:
+    """What _pki wrote for `name` (pki.write_issued's file names)."""
+    return TlsMaterial(*(
+        (directory / file).read_bytes()
+        for file in (CA_CERT_NAME, f"{name}.pem", f"{name}-key.pem")))
 
 
 async def _serve(directory: Path) -> None:
@@ -50,12 +51,10 @@ async def _serve(directory: Path) -> None:
     async def echo(request: bytes, context) -> bytes:
         return request
 
-    ca, cert, key = _read(directory, "server")
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "portico.bench.Echo", {"Call": grpc.unary_unary_rpc_method_handler(echo)}),))
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True))
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(_read(directory, "server")))
     await server.start()
     print(port, flush=True)
     await server.wait_for_termination()
@@ -65,23 +64,19 @@ def _thread_cpu() -> dict[str, float]:
     """CPU seconds of this process's threads by kind: the main (event loop) thread, grpc's
     event_engine threads, and the others (grpc's completion-queue poller among them)."""
     totals: dict[str, float] = {}
-    ticks = os.sysconf("SC_CLK_TCK")
     for task in Path("/proc/self/task").iterdir():
-        stat = (task / "stat").read_text()
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        name = (task / "comm").read_text()
         kind = "loop" if task.name == str(os.getpid()) else \
             "event_engine" if name.startswith("event_engine") else "other"
-        fields = stat[stat.rindex(")") + 2:].split()
-        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        totals[kind] = totals.get(kind, 0.0) + procs.cpu_seconds(task)
     return totals
 
 
 async def _call(directory: Path, port: int, calls: int, concurrency: int) -> dict:
     import grpc
 
-    ca, cert, key = _read(directory, "client")
     channel = grpc.aio.secure_channel(
-        f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca, key, cert),
+        f"127.0.0.1:{port}", channel_credentials(_read(directory, "client")),
         options=[("grpc.enable_retries", 0), ("grpc.http2.bdp_probe", 0)])
     call = channel.unary_unary(METHOD)
     for _ in range(min(200, calls)):  # the connection and the code paths warmed
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         _client(args.pki, args.port, args.calls, args.concurrency)
         return 0
     variants = ["", *(args.experiments or ())]
-    pinning = Pinning.detect()
+    pinning = procs.Pinning.detect()
     me = [sys.executable, "-m", "scripts.bench.grpc_call"]
     with tempfile.TemporaryDirectory(prefix="portico-grpc-call-") as scratch:
         directory = Path(scratch)

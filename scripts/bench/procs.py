@@ -84,9 +84,10 @@ def stop(process: subprocess.Popen[bytes], *, grace: float = 10.0) -> None:
         process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, so far."""
-    fields = _stat_fields(Path(f"/proc/{pid}"))
+def cpu_seconds(process: int | Path) -> float:
+    """User + system CPU time so far of a process (a pid: all its threads), or of what a /proc
+    directory describes (/proc/<pid>/task/<tid>: one thread)."""
+    fields = _stat_fields(process if isinstance(process, Path) else Path(f"/proc/{process}"))
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 

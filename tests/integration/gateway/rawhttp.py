@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.edge.admission import Admission
 from gateway.edge.protocol import REFUSAL, BoundedHeadProtocol, ConnectionLimits
+from services.common.pki import write_issued
 from tests.trust import session_state_dir, tls_for
 
 LIMITS = ConnectionLimits()  # the defaults: 8 KiB of target, 16 KiB of header names + values
@@ -67,12 +68,9 @@ def serve(*, head_timeout: float = 10.0, keepalive: float = 30.0, app: Any = ech
     served = Served(port=listener.getsockname()[1])
     https = {}
     if tls is not None:
-        material = tls_for(session_state_dir(), "gateway")
-        for name, pem in (("ca.pem", material.ca_pem), ("cert.pem", material.cert_pem),
-                          ("key.pem", material.key_pem)):
-            (tls / name).write_bytes(pem)
-        https = {"ssl_certfile": str(tls / "cert.pem"), "ssl_keyfile": str(tls / "key.pem")}
-        served.ca = tls / "ca.pem"
+        ca, cert, key = write_issued(tls, "gateway", tls_for(session_state_dir(), "gateway"))
+        https = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        served.ca = ca
 
     class Recording(BoundedHeadProtocol):
         def connection_lost(self, exc: Exception | None) -> None:
