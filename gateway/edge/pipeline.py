@@ -92,9 +92,9 @@ class EdgePipeline:
         exchange = _Exchange(request, match.route, send, self.config.headers)
         tracing = self.config.tracing
         traced = tracing.begin(scope["headers"], request, match.label) if tracing else None
+        context = EdgeContext(request.request_id, request.path, match.route, match.params,
+                              receive=receive)
         try:
-            context = EdgeContext(request.request_id, request.path, match.route, match.params,
-                                  receive=receive)
             await self._steps(exchange, context, scope, receive)
         except Exception:
             if exchange.started:  # an answer under way: the server logs it, drops the connection
@@ -109,6 +109,9 @@ class EdgePipeline:
             if traced is not None:  # after the access log line, which carries its trace id
                 traced.end(exchange.status)
             request_id_var.reset(token)
+            # The server's cycle holds the scope, whose state holds the context: without this,
+            # every request would end as a reference cycle left to the garbage collector.
+            context.receive = None
 
     async def _steps(self, exchange: _Exchange, context: EdgeContext, scope: Scope,
                      receive: Receive) -> None:
@@ -159,12 +162,18 @@ class EdgePipeline:
         if refusal is None and route is not None and route.service is not None:
             refusal = self._query(route, request, context)
         if refusal is None and request.head_refusal is None:
-            try:
-                context.principal = self.config.authenticator.authenticate(
-                    request.headers.get(b"authorization"))
-            except Problem as problem:
-                refusal = problem
+            refusal = self._sign_in(request, context)
         return refusal
+
+    def _sign_in(self, request: EdgeRequest, context: EdgeContext) -> Problem | None:
+        try:
+            context.principal = self.config.authenticator.authenticate(
+                request.headers.get(b"authorization"))
+        except Problem as problem:
+            # A value from here on: its traceback would hold the frames of this request's
+            # steps, which hold the refusal (a reference cycle per 401, left to the collector).
+            return problem.with_traceback(None)
+        return None
 
     async def _revocation(self, context: EdgeContext, reads: ReadAlong | None, start: int,
                           keys: tuple[str, ...]) -> Problem | None:

@@ -71,7 +71,9 @@ class Authenticator:
         try:
             return Principal(self._verifier.verify(token), token)
         except InvalidToken as error:
-            raise invalid(str(error)) from None
+            reason = str(error)
+        # Raised outside the handler, the refusal has no context (with its traceback) to keep.
+        raise invalid(reason)
 
 
 class Revocations:

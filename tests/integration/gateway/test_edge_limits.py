@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
 import time
 import tracemalloc
 import uuid
+from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import pytest
 import redis.asyncio as redis
@@ -25,6 +29,7 @@ from tests.integration.gateway.conftest import (
     make_token,
     settings_for,
 )
+from tests.trust import serve, session_state_dir
 
 LIMITED = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset")
 
@@ -37,12 +42,19 @@ class Products(product_pb2_grpc.ProductServiceServicer):
 
     async def GetProduct(self, request, context):
         self.calls += 1
+        if request.id == "GONE":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such product")
         return product_pb2.GetProductResponse(product=product_pb2.Product(
             id=request.id, name="Limits", price="1.00", stock=1))
 
     async def ListProducts(self, request, context):
         self.calls += 1
         return product_pb2.ListProductsResponse()
+
+    async def CreateProduct(self, request, context):
+        self.calls += 1
+        return product_pb2.CreateProductResponse(product=product_pb2.Product(
+            id="P9", name=request.name, price=request.price))
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +280,81 @@ async def test_metrics_are_read_only_from_the_deployments_networks(
     assert (await scrape("198.51.100.7", **proxied)).status_code == 404
     allowed = await scrape(metrics_networks=[SCRAPER])
     assert allowed.status_code == 200 and "portico_http_requests_total" in allowed.text
+
+
+
+def _serve_products(conn: Any, state_dir: Path) -> None:
+    """Products' test double in a process of its own (its gRPC server's own garbage apart), with
+    the session's CA in `state_dir`: sends its port down `conn`, serves until told to stop."""
+    async def main() -> None:
+        running = await serve([(product_pb2_grpc.add_ProductServiceServicer_to_server,
+                                Products(), "portico.product.v1.ProductService")],
+                              state_dir=state_dir)
+        conn.send(running.port)
+        await asyncio.to_thread(conn.recv)
+        await running.stop(0)
+
+    asyncio.run(main())
+
+
+async def test_requests_leave_no_garbage_for_the_collector(signing_key, redis_url) -> None:
+    """Behind a real server, each request's objects are freed as it ends rather than left in
+    reference cycles: at 10,000 requests a second such cycles made the collector walk tens of
+    thousands of objects every few seconds, a pause of some 20 ms that was a cached GET's p99."""
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    products = multiprocessing.get_context("spawn").Process(target=_serve_products,
+                                                            args=(theirs, session_state_dir()),
+                                                            daemon=True)
+    products.start()
+    try:
+        assert ours.poll(60), "the products' server did not start"
+        address = f"127.0.0.1:{ours.recv()}"
+        found, statuses, asked = await _garbage_after_requests(address, signing_key, redis_url)
+    finally:
+        ours.send("stop")
+        products.join(10)
+        if products.is_alive():
+            products.kill()
+    assert statuses == {200, 201, 400, 401, 404}, statuses
+    # Before: 11 objects a request for each answer (the server's cycle, its scope and the
+    # edge's context), some 50 for a 401 (its exceptions' tracebacks).
+    assert found < asked / 10, f"{found} objects in cycles after {asked} requests"
+
+
+async def _garbage_after_requests(address: str, signing_key, redis_url,  # type: ignore[no-untyped-def]
+                                  rounds: int = 40) -> tuple[int, set[int], int]:
+    app = create_app(settings_for(address, signing_key, redis_url,
+                                  rate_limit_rate=1000.0, rate_limit_burst=100_000))
+    admin = ("Authorization", f"Bearer {make_token(signing_key[0], 'a1', 'admin')}")
+    asks = [rawhttp.request("/products/P1"),                           # the cache, then hits
+            rawhttp.request("/products/P2", ("Cache-Control", "no-cache")),  # a miss
+            rawhttp.request("/products?limit=5"),                      # FastAPI's router
+            rawhttp.request("/products", admin, ("Content-Type", "application/json"),
+                            body=b'{"name": "x", "price": "1.00"}', method="POST"),
+            rawhttp.request("/products/GONE"),                         # the service's 404
+            rawhttp.request("/products", admin, ("Content-Type", "application/json"),
+                            body=b'{"name": 1}', method="POST"),      # FastAPI's 400
+            rawhttp.request("/nowhere"),                               # no route: 404
+            rawhttp.request("/products/P1", ("Authorization", "Bearer nope"))]  # 401
+    statuses: set[int] = set()
+
+    def ask() -> int:
+        with rawhttp.serve(app=app, lifespan="on") as served, rawhttp.connect(served) as sock:
+            reader = sock.makefile("rb")
+
+            def ask_all() -> None:
+                for each in asks:
+                    sock.sendall(each)
+                    statuses.add(rawhttp.read_response(reader)[0])
+
+            ask_all()  # warm what first requests fill (metrics children, the cache entry)
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(rounds):
+                    ask_all()
+                return gc.collect()
+            finally:
+                gc.enable()
+
+    return await asyncio.to_thread(ask), statuses, rounds * len(asks)
