@@ -151,15 +151,15 @@ def install_handlers(app) -> None:
     from starlette.exceptions import HTTPException
 
     async def on_problem(request, error: Problem):
-        _drop_tracebacks(error)
+        drop_tracebacks(error)
         return request_problem(request, error)
 
     async def on_validation(request, error: RequestValidationError):
-        _drop_tracebacks(error)
+        drop_tracebacks(error)
         return request_problem(request, validation_problem(error.errors()))
 
     async def on_http(request, error: HTTPException):
-        _drop_tracebacks(error)
+        drop_tracebacks(error)
         if error.status_code == 400 and isinstance(error.__cause__, (ValueError, RecursionError)):
             return request_problem(request, unreadable_json(error.__cause__))
         detail = error.detail if isinstance(error.detail, str) else _phrase(error.status_code)
@@ -177,11 +177,11 @@ def install_handlers(app) -> None:
     app.add_exception_handler(Exception, on_crash)
 
 
-def _drop_tracebacks(error: BaseException | None) -> None:
+def drop_tracebacks(error: BaseException | None) -> None:
     """Forgets the tracebacks of an exception answered as a problem, and of what caused it:
     they hold the frames that raised it, which may hold it in turn (FastAPI keeps the
-    RequestValidationError of a body that is not JSON in a local), a reference cycle per
-    request left to the garbage collector."""
+    RequestValidationError of a body that is not JSON in a local; the pipeline keeps a 401 as
+    its refusal), a reference cycle per request left to the garbage collector."""
     for _ in range(8):  # a chain is a cause or two long; a loop in it must not hang here
         if error is None:
             return

@@ -42,7 +42,7 @@ from gateway.edge.respond import (
     send_answer,
 )
 from gateway.edge.tracing import EdgeTracing
-from gateway.errors import Problem, crashed
+from gateway.errors import Problem, crashed, drop_tracebacks
 from gateway.policies.auth import Authenticator, Revocations, checked, revocation_keys
 from gateway.policies.buckets import Decision, ReadAlong
 from gateway.policies.cache import CacheRequest, ResponseCache, cache_request
@@ -170,9 +170,8 @@ class EdgePipeline:
             context.principal = self.config.authenticator.authenticate(
                 request.headers.get(b"authorization"))
         except Problem as problem:
-            # A value from here on: its traceback would hold the frames of this request's
-            # steps, which hold the refusal (a reference cycle per 401, left to the collector).
-            return problem.with_traceback(None)
+            drop_tracebacks(problem)  # a value from here on, kept by the steps' frames
+            return problem
         return None
 
     async def _revocation(self, context: EdgeContext, reads: ReadAlong | None, start: int,

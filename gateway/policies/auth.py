@@ -71,9 +71,7 @@ class Authenticator:
         try:
             return Principal(self._verifier.verify(token), token)
         except InvalidToken as error:
-            reason = str(error)
-        # Raised outside the handler, the refusal has no context (with its traceback) to keep.
-        raise invalid(reason)
+            raise invalid(str(error)) from None
 
 
 class Revocations:
